@@ -1,0 +1,25 @@
+//! The bus contract of immune.
+//!
+//! Every stage talks to every other stage only through NATS subjects that carry the events
+//! defined here, wrapped in an [`Envelope`] and encoded as MessagePack with named fields.
+//! This crate owns the types, the subjects, the stream and consumer names and the codec, and
+//! does no I/O of its own, so producers and consumers can never disagree about the wire.
+//!
+//! - [`events`]: every event body, one enum [`Event`] so one decoder serves every subject.
+//! - [`subject`]: the subjects, derived from the event itself; services never build strings.
+//! - [`streams`]: the JetStream streams, their retention, and the durable consumer of each stage.
+//! - [`codec`]: encode/decode with a size limit, a schema-version check and typed errors.
+
+pub mod codec;
+pub mod envelope;
+pub mod events;
+pub mod samples;
+pub mod service;
+pub mod streams;
+pub mod subject;
+
+pub use codec::{decode, encode, CodecError, MAX_MESSAGE_BYTES};
+pub use envelope::{Envelope, EventId, Producer, Stage, SCHEMA_VERSION};
+pub use events::*;
+pub use service::{InvalidName, ServiceName};
+pub use subject::Subject;

@@ -1,0 +1,134 @@
+//! JetStream streams, durable consumers and key-value buckets: names and retention as data.
+//! The runtime crate creates them from these specs, so every stage provisions the same thing.
+
+use std::time::Duration;
+
+use crate::subject;
+
+/// A stream to create (or update) on start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: &'static [&'static str],
+    pub max_age: Duration,
+    pub description: &'static str,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Metric snapshots: high volume, short retention (enough to replay the last hours).
+pub const METRICS: StreamSpec = StreamSpec {
+    name: "IMMUNE_METRICS",
+    subjects: &[subject::METRICS_ALL],
+    max_age: Duration::from_secs(6 * 3600),
+    description: "metric snapshots from the collector",
+};
+
+/// The pipeline: container events, anomalies, incidents, actions, results, chaos.
+pub const PIPELINE: StreamSpec = StreamSpec {
+    name: "IMMUNE_PIPELINE",
+    subjects: &[
+        subject::EVENTS_ALL,
+        subject::ANOMALIES_ALL,
+        subject::INCIDENTS_ALL,
+        subject::ACTIONS_ALL,
+        subject::RESULTS_ALL,
+        subject::CHAOS_ALL,
+    ],
+    max_age: Duration::from_secs(7 * 24 * 3600),
+    description: "events, anomalies, incidents, actions, results and chaos",
+};
+
+/// The audit trail and dead letters: kept longest.
+pub const AUDIT: StreamSpec = StreamSpec {
+    name: "IMMUNE_AUDIT",
+    subjects: &[subject::AUDIT_ALL, subject::DEAD_LETTER_ALL],
+    max_age: Duration::from_secs(90 * 24 * 3600),
+    description: "audit records of every stage, and dead letters",
+};
+
+pub const ALL_STREAMS: [StreamSpec; 3] = [METRICS, PIPELINE, AUDIT];
+
+/// The window in which JetStream de-duplicates a republished event id.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+
+/// A durable pull consumer: a restarted stage resumes where it stopped; instances of a
+/// stage that share the name share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub durable: &'static str,
+    pub stream: StreamSpec,
+    pub filters: &'static [&'static str],
+    /// How long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+}
+
+pub const DETECTOR_METRICS: ConsumerSpec = ConsumerSpec {
+    durable: "detector-metrics",
+    stream: METRICS,
+    filters: &[subject::METRICS_ALL],
+    ack_wait: Duration::from_secs(30),
+};
+
+/// The detector reads chaos events only to label anomalies with the run that caused them
+/// (ground truth for measurement); they never influence detection.
+pub const DETECTOR_EVENTS: ConsumerSpec = ConsumerSpec {
+    durable: "detector-events",
+    stream: PIPELINE,
+    filters: &[
+        subject::EVENTS_ALL,
+        subject::CHAOS_INJECTED_ALL,
+        subject::CHAOS_REVERTED_ALL,
+    ],
+    ack_wait: Duration::from_secs(30),
+};
+
+pub const DECIDER: ConsumerSpec = ConsumerSpec {
+    durable: "decider",
+    stream: PIPELINE,
+    filters: &[
+        subject::ANOMALIES_ALL,
+        subject::RESULTS_ALL,
+        subject::CHAOS_INJECTED_ALL,
+        subject::CHAOS_REVERTED_ALL,
+    ],
+    ack_wait: Duration::from_secs(30),
+};
+
+/// Longer than the longest action timeout, so an action in progress is not redelivered.
+pub const EXECUTOR: ConsumerSpec = ConsumerSpec {
+    durable: "executor",
+    stream: PIPELINE,
+    filters: &[subject::ACTIONS_ALL],
+    ack_wait: Duration::from_secs(120),
+};
+
+pub const CHAOS: ConsumerSpec = ConsumerSpec {
+    durable: "chaos",
+    stream: PIPELINE,
+    filters: &[subject::CHAOS_REQUESTS],
+    ack_wait: Duration::from_secs(30),
+};
+
+/// Key-value buckets: durable state that must outlive a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSpec {
+    pub name: &'static str,
+    pub history: i64,
+    pub max_age: Duration,
+}
+
+/// Results of actions by action id: a redelivered request republishes, never re-acts.
+pub const EXECUTOR_RESULTS: BucketSpec = BucketSpec {
+    name: "immune_executor_results",
+    history: 1,
+    max_age: DAY,
+};
+
+/// Faults in force, so a restarted chaos stage still reverts them.
+pub const CHAOS_FAULTS: BucketSpec = BucketSpec {
+    name: "immune_chaos_faults",
+    history: 1,
+    max_age: HOUR,
+};

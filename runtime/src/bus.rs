@@ -1,0 +1,454 @@
+//! The JetStream client every stage uses.
+//!
+//! - [`Bus::connect`] connects (waiting for NATS as long as it takes, or until shutdown) and
+//!   creates or updates the streams of the contract, so stages can start in any order.
+//! - [`Bus::publish`] wraps a body in an envelope, derives the subject, uses the event id as
+//!   the JetStream message id (de-duplication) and waits for the server's acknowledgement,
+//!   retrying with backoff.
+//! - [`Bus::inbox`] opens a durable pull consumer; [`Inbox::next`] yields decoded events and
+//!   sends what cannot be decoded (or arrives on the wrong subject) to the dead-letter subject
+//!   with the reason, acknowledging it only once the dead letter is stored.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, message::PublishMessage, stream};
+use futures::StreamExt;
+use immune_nats::streams::{BucketSpec, ConsumerSpec, ALL_STREAMS, DUPLICATE_WINDOW};
+use immune_nats::{
+    decode, encode, AuditRecord, CodecError, DeadLetter, Envelope, Event, EventId, Producer,
+    ServiceName, Subject,
+};
+
+use crate::config::BusConfig;
+use crate::shutdown::Shutdown;
+use crate::telemetry::{Observation, Telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("cannot provision {what}: {reason}")]
+    Provision { what: String, reason: String },
+    #[error("publish to {subject} failed after {attempts} attempts: {reason}")]
+    Publish {
+        subject: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("acknowledgement failed: {0}")]
+    Ack(String),
+    #[error("key-value {bucket}: {reason}")]
+    KeyValue { bucket: String, reason: String },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("shut down while waiting for NATS")]
+    ShutDown,
+}
+
+impl BusError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusError::Connect { .. } => "connect",
+            BusError::Provision { .. } => "provision",
+            BusError::Publish { .. } => "publish",
+            BusError::Ack(_) => "ack",
+            BusError::KeyValue { .. } => "key_value",
+            BusError::Codec(e) => e.kind(),
+            BusError::ShutDown => "shut_down",
+        }
+    }
+}
+
+/// A stage's connection to the bus. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    producer: Producer,
+    telemetry: Telemetry,
+    publish_attempts: u32,
+}
+
+/// The name this process goes by: `IMMUNE_INSTANCE`, else the host name (a container id in
+/// Docker), else the process id.
+pub fn instance_name() -> String {
+    std::env::var("IMMUNE_INSTANCE")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+}
+
+impl Bus {
+    /// Connects and provisions the streams; waits for NATS until `shutdown`.
+    pub async fn connect(
+        config: &BusConfig,
+        telemetry: Telemetry,
+        shutdown: &Shutdown,
+    ) -> Result<Bus, BusError> {
+        let stage = telemetry.stage();
+        let instance = instance_name();
+        let mut attempt = 0u32;
+        let client = loop {
+            let mut options = async_nats::ConnectOptions::new()
+                .name(format!("immune-{stage}-{instance}"))
+                .max_reconnects(None)
+                .connection_timeout(Duration::from_secs(2))
+                .event_callback(move |event| async move {
+                    tracing::info!(stage = stage.as_str(), %event, "nats connection");
+                });
+            if let Some(path) = &config.credentials {
+                options = options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| BusError::Connect {
+                        url: config.url.clone(),
+                        reason: format!("credentials {}: {e}", path.display()),
+                    })?;
+            }
+            if let (Some(user), Some(password)) = (&config.user, &config.password) {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            match options.connect(&config.url).await {
+                Ok(client) => break client,
+                Err(e) => {
+                    attempt += 1;
+                    if shutdown.is_triggered() {
+                        return Err(BusError::ShutDown);
+                    }
+                    if attempt == 1 || attempt % 10 == 0 {
+                        tracing::warn!(url = %config.url, attempt, error = %e, "waiting for NATS");
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        };
+        let js = jetstream::new(client.clone());
+        let bus = Bus {
+            client,
+            js,
+            producer: Producer { stage, instance },
+            telemetry,
+            publish_attempts: config.publish_attempts.max(1),
+        };
+        bus.provision_streams().await?;
+        Ok(bus)
+    }
+
+    async fn provision_streams(&self) -> Result<(), BusError> {
+        for spec in ALL_STREAMS {
+            let config = stream::Config {
+                name: spec.name.to_string(),
+                description: Some(spec.description.to_string()),
+                subjects: spec.subjects.iter().map(|s| s.to_string()).collect(),
+                max_age: spec.max_age,
+                duplicate_window: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            };
+            // Stages start together: a concurrent create may lose the race once; retry.
+            let mut last = String::new();
+            for attempt in 0..5 {
+                match self.js.create_or_update_stream(config.clone()).await {
+                    Ok(_) => {
+                        last.clear();
+                        break;
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+            }
+            if !last.is_empty() {
+                return Err(BusError::Provision {
+                    what: format!("stream {}", spec.name),
+                    reason: last,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The plain NATS client, for core subscriptions (CLI, tests).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Publishes one event; returns its id once the server has stored it.
+    pub async fn publish(&self, correlation_id: Option<String>, body: Event) -> Result<EventId, BusError> {
+        let envelope = Envelope::new(self.producer.clone(), correlation_id, body);
+        self.publish_envelope(&envelope).await?;
+        Ok(envelope.event_id)
+    }
+
+    /// Publishes a ready envelope (a republished one keeps its id and is de-duplicated).
+    pub async fn publish_envelope(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let bytes = bytes::Bytes::from(encode(envelope)?);
+        let subject = Subject::of(&envelope.body);
+        let mut reason = String::new();
+        for attempt in 0..self.publish_attempts {
+            let message = PublishMessage::build()
+                .payload(bytes.clone())
+                .message_id(&envelope.event_id.0);
+            match self.js.send_publish(subject.to_string(), message).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => {
+                        self.telemetry.observe(Observation::Published {
+                            kind: envelope.body.kind(),
+                        });
+                        return Ok(());
+                    }
+                    Err(e) => reason = e.to_string(),
+                },
+                Err(e) => reason = e.to_string(),
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        self.telemetry.observe(Observation::PublishFailed {
+            subject: subject.as_str(),
+            error: &reason,
+        });
+        Err(BusError::Publish {
+            subject: subject.to_string(),
+            attempts: self.publish_attempts,
+            reason,
+        })
+    }
+
+    /// Writes an audit record: what this stage did about `service`, why, and how it ended.
+    pub async fn audit(
+        &self,
+        correlation_id: Option<String>,
+        service: &ServiceName,
+        what: &str,
+        why: impl Into<String>,
+        outcome: impl Into<String>,
+        about: Option<EventId>,
+    ) -> Result<EventId, BusError> {
+        let record = AuditRecord {
+            stage: self.producer.stage,
+            service: service.clone(),
+            what: what.to_string(),
+            why: why.into(),
+            outcome: outcome.into(),
+            about,
+        };
+        self.publish(correlation_id, Event::Audit(record)).await
+    }
+
+    /// Opens (creating when needed) the durable consumer `spec`.
+    pub async fn inbox(&self, spec: ConsumerSpec) -> Result<Inbox, BusError> {
+        let consumer = self.consumer(spec).await?;
+        let messages = consumer.messages().await.map_err(|e| BusError::Provision {
+            what: format!("consumer {}", spec.durable),
+            reason: e.to_string(),
+        })?;
+        Ok(Inbox {
+            bus: self.clone(),
+            spec,
+            messages,
+        })
+    }
+
+    async fn consumer(&self, spec: ConsumerSpec) -> Result<jetstream::consumer::PullConsumer, BusError> {
+        let provision = |e: String| BusError::Provision {
+            what: format!("consumer {}", spec.durable),
+            reason: e,
+        };
+        let stream = self
+            .js
+            .get_stream(spec.stream.name)
+            .await
+            .map_err(|e| provision(e.to_string()))?;
+        let config = pull::Config {
+            durable_name: Some(spec.durable.to_string()),
+            filter_subjects: spec.filters.iter().map(|s| s.to_string()).collect(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(spec.durable, config)
+            .await
+            .map_err(|e| provision(e.to_string()))
+    }
+
+    /// A key-value bucket, created when missing.
+    pub async fn bucket(&self, spec: BucketSpec) -> Result<kv::Store, BusError> {
+        match self.js.get_key_value(spec.name).await {
+            Ok(store) => Ok(store),
+            Err(_) => self
+                .js
+                .create_key_value(kv::Config {
+                    bucket: spec.name.to_string(),
+                    history: spec.history,
+                    max_age: spec.max_age,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::KeyValue {
+                    bucket: spec.name.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Stores a message the stage cannot use, with the reason.
+    async fn dead_letter(&self, subject: &str, payload: &[u8], reason_kind: &str, reason: &str) -> Result<(), BusError> {
+        self.telemetry.observe(Observation::DeadLettered {
+            subject,
+            reason_kind,
+            reason,
+        });
+        let letter = DeadLetter {
+            stage: self.producer.stage,
+            subject: subject.to_string(),
+            reason: reason.to_string(),
+            reason_kind: reason_kind.to_string(),
+            payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
+            payload_len: payload.len() as u64,
+        };
+        self.publish(None, Event::DeadLetter(letter)).await.map(|_| ())
+    }
+}
+
+/// One decoded event taken off a durable consumer. Acknowledge it only once the work it
+/// asks for is done; an unacknowledged delivery comes back after the consumer's ack wait.
+#[derive(Debug)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    pub subject: String,
+    message: jetstream::Message,
+}
+
+impl Delivery {
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| BusError::Ack(e.to_string()))
+    }
+
+    /// How many times this message was delivered (1 the first time).
+    pub fn delivered(&self) -> i64 {
+        self.message.info().map(|i| i.delivered).unwrap_or(1)
+    }
+}
+
+/// The stream of events of one durable consumer.
+pub struct Inbox {
+    bus: Bus,
+    spec: ConsumerSpec,
+    messages: pull::Stream,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").field("consumer", &self.spec.durable).finish()
+    }
+}
+
+impl Inbox {
+    /// The next usable event. Never ends on its own: connection trouble is logged and waited
+    /// out; the caller selects on its shutdown beside it.
+    pub async fn next(&mut self) -> Delivery {
+        let mut failures = 0u32;
+        loop {
+            match self.messages.next().await {
+                Some(Ok(message)) => {
+                    failures = 0;
+                    if let Some(delivery) = self.accept(message).await {
+                        return delivery;
+                    }
+                }
+                Some(Err(e)) => {
+                    failures += 1;
+                    tracing::warn!(consumer = self.spec.durable, error = %e, "consumer interrupted");
+                    if failures >= 3 {
+                        self.reopen().await;
+                        failures = 0;
+                    } else {
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+                None => self.reopen().await,
+            }
+        }
+    }
+
+    async fn reopen(&mut self) {
+        let mut attempt = 0;
+        loop {
+            match self.bus.inbox(self.spec).await {
+                Ok(fresh) => {
+                    self.messages = fresh.messages;
+                    tracing::info!(consumer = self.spec.durable, "consumer reopened");
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(consumer = self.spec.durable, attempt, error = %e, "cannot reopen consumer");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Decodes and checks one message; dead-letters it when unusable.
+    async fn accept(&self, message: jetstream::Message) -> Option<Delivery> {
+        let subject = message.subject.to_string();
+        let verdict = match decode(&message.payload) {
+            Ok(envelope) if Subject::of(&envelope.body).as_str() == subject => Ok(envelope),
+            Ok(envelope) => Err((
+                "wrong_subject",
+                format!(
+                    "a {} event does not belong on {subject}",
+                    envelope.body.kind()
+                ),
+            )),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        match verdict {
+            Ok(envelope) => {
+                self.bus.telemetry.observe(Observation::Received {
+                    kind: envelope.body.kind(),
+                });
+                Some(Delivery {
+                    envelope,
+                    subject,
+                    message,
+                })
+            }
+            Err((kind, reason)) => {
+                match self.bus.dead_letter(&subject, &message.payload, kind, &reason).await {
+                    Ok(()) => {
+                        if let Err(e) = message.double_ack().await {
+                            tracing::warn!(%subject, error = %e, "dead letter stored but not acknowledged");
+                        }
+                    }
+                    // Not acknowledged: it comes back and is dead-lettered then.
+                    Err(e) => tracing::error!(%subject, error = %e, "cannot store dead letter"),
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Features of one scrape: request rate, error ratio, latency quantiles from histogram
+//! buckets, in-flight requests. Rates are taken over the interval since the previous scrape
+//! of the same instance; a counter that went down (the process restarted) counts from zero,
+//! so a restart never yields a negative or huge rate.
+
+use std::collections::BTreeMap;
+
+use immune_nats::feature;
+use prometheus_parse::{Scrape, Value};
+
+/// Which series carry the signals; suffixes, so `http_requests_total` and
+/// `demo_http_requests_total` both match.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeriesNames {
+    pub requests_suffix: String,
+    pub status_labels: Vec<String>,
+    pub latency_histogram_suffix: String,
+    pub in_flight_suffix: String,
+}
+
+impl Default for SeriesNames {
+    fn default() -> Self {
+        Self {
+            requests_suffix: "http_requests_total".into(),
+            status_labels: vec!["status".into(), "code".into()],
+            latency_histogram_suffix: "http_request_duration_seconds".into(),
+            in_flight_suffix: "in_flight_requests".into(),
+        }
+    }
+}
+
+/// The cumulative counters of one scrape, kept to compute the next interval's rates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    pub at_ms: u64,
+    pub requests: f64,
+    pub errors: f64,
+    /// (upper bound, cumulative count), sorted by bound.
+    pub latency_buckets: Vec<(f64, f64)>,
+}
+
+/// Reads the counters and gauges of one exposition.
+pub fn read_counters(scrape: &Scrape, names: &SeriesNames, at_ms: u64) -> (Counters, Option<f64>) {
+    let mut counters = Counters {
+        at_ms,
+        ..Default::default()
+    };
+    let mut in_flight = None;
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+    for sample in &scrape.samples {
+        let plain = match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            _ => None,
+        };
+        if sample.metric.ends_with(&names.requests_suffix) {
+            if let Some(v) = plain {
+                counters.requests += v;
+                let server_error = names
+                    .status_labels
+                    .iter()
+                    .find_map(|l| sample.labels.get(l))
+                    .is_some_and(|s| s.starts_with('5'));
+                if server_error {
+                    counters.errors += v;
+                }
+            }
+        } else if sample.metric.ends_with(&names.in_flight_suffix) {
+            if let Some(v) = plain {
+                *in_flight.get_or_insert(0.0) += v;
+            }
+        } else if sample.metric.ends_with(&names.latency_histogram_suffix) {
+            if let Value::Histogram(hist) = &sample.value {
+                // Sum across label sets (methods, routes) into one distribution.
+                for b in hist {
+                    *buckets.entry(b.less_than.to_bits()).or_default() += b.count;
+                }
+            }
+        }
+    }
+    counters.latency_buckets = buckets
+        .into_iter()
+        .map(|(bits, count)| (f64::from_bits(bits), count))
+        .collect();
+    counters
+        .latency_buckets
+        .sort_by(|a, b| a.0.total_cmp(&b.0));
+    (counters, in_flight)
+}
+
+/// The increase of a counter from `prev` to `cur`; a decrease means a reset.
+fn increase(prev: f64, cur: f64) -> f64 {
+    if cur >= prev {
+        cur - prev
+    } else {
+        cur
+    }
+}
+
+/// The `q` quantile of a cumulative histogram, interpolating linearly inside the bucket
+/// (as Prometheus' `histogram_quantile` does). `None` without observations.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower_bound = 0.0;
+    let mut lower_count = 0.0;
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(lower_bound);
+            }
+            let in_bucket = count - lower_count;
+            let fraction = if in_bucket > 0.0 {
+                (rank - lower_count) / in_bucket
+            } else {
+                0.0
+            };
+            return Some(lower_bound + (bound - lower_bound) * fraction);
+        }
+        lower_bound = bound;
+        lower_count = count;
+    }
+    Some(lower_bound)
+}
+
+/// The features of the interval from `prev` to `cur`.
+pub fn interval_features(
+    prev: Option<&Counters>,
+    cur: &Counters,
+    in_flight: Option<f64>,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if let Some(v) = in_flight {
+        out.insert(feature::IN_FLIGHT.to_string(), v);
+    }
+    let Some(prev) = prev else {
+        return out;
+    };
+    let seconds = cur.at_ms.saturating_sub(prev.at_ms) as f64 / 1000.0;
+    if seconds <= 0.0 {
+        return out;
+    }
+    let reset = cur.requests < prev.requests;
+    let requests = increase(prev.requests, cur.requests);
+    let errors = if reset {
+        cur.errors
+    } else {
+        increase(prev.errors, cur.errors)
+    };
+    out.insert(feature::REQUEST_RATE.to_string(), requests / seconds);
+    let ratio = if requests > 0.0 {
+        (errors / requests).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    out.insert(feature::ERROR_RATIO.to_string(), ratio);
+    let same_buckets = prev.latency_buckets.len() == cur.latency_buckets.len()
+        && prev
+            .latency_buckets
+            .iter()
+            .zip(&cur.latency_buckets)
+            .all(|(a, b)| a.0 == b.0);
+    let delta: Vec<(f64, f64)> = if same_buckets && !reset {
+        cur.latency_buckets
+            .iter()
+            .zip(&prev.latency_buckets)
+            .map(|(c, p)| (c.0, increase(p.1, c.1)))
+            .collect()
+    } else {
+        cur.latency_buckets.clone()
+    };
+    for (name, q) in [
+        (feature::LATENCY_P50_MS, 0.5),
+        (feature::LATENCY_P95_MS, 0.95),
+        (feature::LATENCY_P99_MS, 0.99),
+    ] {
+        if let Some(v) = quantile(&delta, q) {
+            out.insert(name.to_string(), v * 1000.0);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Scrape {
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses")
+    }
+
+    const EXPOSITION: &str = "# TYPE http_requests_total counter
+http_requests_total{status=\"200\"} 90
+http_requests_total{status=\"503\"} 10
+# TYPE http_request_duration_seconds histogram
+http_request_duration_seconds_bucket{le=\"0.01\"} 50
+http_request_duration_seconds_bucket{le=\"0.1\"} 90
+http_request_duration_seconds_bucket{le=\"1\"} 100
+http_request_duration_seconds_bucket{le=\"+Inf\"} 100
+http_request_duration_seconds_sum 5
+http_request_duration_seconds_count 100
+# TYPE http_in_flight_requests gauge
+http_in_flight_requests 3
+";
+
+    #[test]
+    fn reads_requests_errors_histogram_and_gauge() {
+        let (c, in_flight) = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 1000);
+        assert_eq!((c.requests, c.errors), (100.0, 10.0));
+        assert_eq!(in_flight, Some(3.0));
+        assert_eq!(c.latency_buckets.len(), 4);
+    }
+
+    #[test]
+    fn rates_and_quantiles_over_the_interval() {
+        let prev = Counters {
+            at_ms: 0,
+            requests: 0.0,
+            errors: 0.0,
+            latency_buckets: vec![(0.01, 0.0), (0.1, 0.0), (1.0, 0.0), (f64::INFINITY, 0.0)],
+        };
+        let (cur, _) = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 2000);
+        let f = interval_features(Some(&prev), &cur, None);
+        assert_eq!(f[feature::REQUEST_RATE], 50.0);
+        assert!((f[feature::ERROR_RATIO] - 0.1).abs() < 1e-9);
+        // p50 is the top of the first bucket; p95 halfway into (0.1, 1]
+        assert!((f[feature::LATENCY_P50_MS] - 10.0).abs() < 1e-6, "{f:?}");
+        assert!((f[feature::LATENCY_P95_MS] - 550.0).abs() < 1e-6, "{f:?}");
+    }
+
+    #[test]
+    fn a_counter_reset_is_not_a_negative_or_huge_rate() {
+        let before = Counters {
+            at_ms: 0,
+            requests: 1_000_000.0,
+            errors: 10.0,
+            latency_buckets: vec![(0.1, 1_000_000.0), (f64::INFINITY, 1_000_000.0)],
+        };
+        let after = Counters {
+            at_ms: 1000,
+            requests: 5.0,
+            errors: 1.0,
+            latency_buckets: vec![(0.1, 5.0), (f64::INFINITY, 5.0)],
+        };
+        let f = interval_features(Some(&before), &after, None);
+        assert_eq!(f[feature::REQUEST_RATE], 5.0);
+        assert!((f[feature::ERROR_RATIO] - 0.2).abs() < 1e-9);
+        assert!(f[feature::LATENCY_P99_MS] <= 100.0);
+    }
+
+    #[test]
+    fn no_traffic_means_zero_errors_and_no_latency() {
+        let c = Counters {
+            at_ms: 1000,
+            ..Default::default()
+        };
+        let prev = Counters::default();
+        let f = interval_features(Some(&prev), &c, None);
+        assert_eq!(f[feature::REQUEST_RATE], 0.0);
+        assert_eq!(f[feature::ERROR_RATIO], 0.0);
+        assert!(!f.contains_key(feature::LATENCY_P50_MS));
+    }
+}

@@ -40,8 +40,15 @@ pub struct Counters {
     pub latency_buckets: Vec<(f64, f64)>,
 }
 
+/// What one exposition says: the cumulative counters and the in-flight gauge.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    pub counters: Counters,
+    pub in_flight: Option<f64>,
+}
+
 /// Reads the counters and gauges of one exposition.
-pub fn read_counters(scrape: &Scrape, names: &SeriesNames, at_ms: u64) -> (Counters, Option<f64>) {
+pub fn read_counters(scrape: &Scrape, names: &SeriesNames, at_ms: u64) -> Reading {
     let mut counters = Counters {
         at_ms,
         ..Default::default()
@@ -82,10 +89,11 @@ pub fn read_counters(scrape: &Scrape, names: &SeriesNames, at_ms: u64) -> (Count
         .into_iter()
         .map(|(bits, count)| (f64::from_bits(bits), count))
         .collect();
-    counters
-        .latency_buckets
-        .sort_by(|a, b| a.0.total_cmp(&b.0));
-    (counters, in_flight)
+    counters.latency_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Reading {
+        counters,
+        in_flight,
+    }
 }
 
 /// The increase of a counter from `prev` to `cur`; a decrease means a reset.
@@ -208,7 +216,10 @@ http_in_flight_requests 3
 
     #[test]
     fn reads_requests_errors_histogram_and_gauge() {
-        let (c, in_flight) = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 1000);
+        let Reading {
+            counters: c,
+            in_flight,
+        } = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 1000);
         assert_eq!((c.requests, c.errors), (100.0, 10.0));
         assert_eq!(in_flight, Some(3.0));
         assert_eq!(c.latency_buckets.len(), 4);
@@ -222,7 +233,7 @@ http_in_flight_requests 3
             errors: 0.0,
             latency_buckets: vec![(0.01, 0.0), (0.1, 0.0), (1.0, 0.0), (f64::INFINITY, 0.0)],
         };
-        let (cur, _) = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 2000);
+        let cur = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 2000).counters;
         let f = interval_features(Some(&prev), &cur, None);
         assert_eq!(f[feature::REQUEST_RATE], 50.0);
         assert!((f[feature::ERROR_RATIO] - 0.1).abs() < 1e-9);

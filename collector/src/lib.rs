@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
-use immune_nats::{envelope::now_ms, ContainerEvent, ContainerEventKind, Event, MetricSnapshot, ServiceName, Stage};
+use immune_nats::{
+    envelope::now_ms, ContainerEvent, ContainerEventKind, Event, MetricSnapshot, ServiceName, Stage,
+};
 use immune_runtime::docker::{self, labels, ManagedContainer, TargetError};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
@@ -77,7 +79,11 @@ pub enum CollectorError {
 }
 
 /// Runs until `shutdown`.
-pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -> Result<(), CollectorError> {
+pub async fn run(
+    config: Config,
+    telemetry: Telemetry,
+    mut shutdown: Shutdown,
+) -> Result<(), CollectorError> {
     if let Some(listen) = config.telemetry.listen {
         tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
     }
@@ -103,7 +109,10 @@ pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -
         let containers = match docker::list_managed(&docker, config.project.as_deref()).await {
             Ok(list) => list,
             Err(e) => {
-                telemetry.observe(Observation::Failed { what: "discovery", error: &e.to_string() });
+                telemetry.observe(Observation::Failed {
+                    what: "discovery",
+                    error: &e.to_string(),
+                });
                 continue;
             }
         };
@@ -111,7 +120,10 @@ pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -
         for c in containers {
             match c {
                 Ok(c) => managed.push(c),
-                Err(e) => telemetry.observe(Observation::Refused { what: "target", reason: &e.to_string() }),
+                Err(e) => telemetry.observe(Observation::Refused {
+                    what: "target",
+                    reason: &e.to_string(),
+                }),
             }
         }
         let observed = futures::future::join_all(managed.iter().map(|c| scraper.observe(c))).await;
@@ -121,12 +133,17 @@ pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -
         }
         previous.retain(|id, _| managed.iter().any(|c| &c.id == id));
         let published = futures::future::join_all(
-            snapshots.into_iter().map(|s| bus.publish(None, Event::MetricSnapshot(s))),
+            snapshots
+                .into_iter()
+                .map(|s| bus.publish(None, Event::MetricSnapshot(s))),
         )
         .await;
         for result in published {
             if let Err(e) = result {
-                telemetry.observe(Observation::Failed { what: "publish_snapshot", error: &e.to_string() });
+                telemetry.observe(Observation::Failed {
+                    what: "publish_snapshot",
+                    error: &e.to_string(),
+                });
             }
         }
         telemetry.time("collection", started.elapsed());
@@ -138,7 +155,12 @@ pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -
 
 /// Forwards lifecycle events of managed containers as they happen; reconnects to Docker's
 /// event stream with backoff when it breaks.
-async fn forward_docker_events(docker: bollard::Docker, bus: Bus, project: Option<String>, mut shutdown: Shutdown) {
+async fn forward_docker_events(
+    docker: bollard::Docker,
+    bus: Bus,
+    project: Option<String>,
+    mut shutdown: Shutdown,
+) {
     let mut label_filters = vec![format!("{}=true", labels::ENABLE)];
     if let Some(p) = &project {
         label_filters.push(format!("{}={p}", labels::PROJECT));
@@ -166,14 +188,23 @@ async fn forward_docker_events(docker: bollard::Docker, bus: Bus, project: Optio
                     if let Some(event) = container_event(&message) {
                         let service = event.service.to_string();
                         if let Err(e) = bus.publish(None, Event::ContainerEvent(event)).await {
-                            bus.telemetry().observe(Observation::Failed { what: "publish_event", error: &e.to_string() });
+                            bus.telemetry().observe(Observation::Failed {
+                                what: "publish_event",
+                                error: &e.to_string(),
+                            });
                         } else {
-                            bus.telemetry().observe(Observation::Acted { what: "container_event", service: &service });
+                            bus.telemetry().observe(Observation::Acted {
+                                what: "container_event",
+                                service: &service,
+                            });
                         }
                     }
                 }
                 Some(Err(e)) => {
-                    bus.telemetry().observe(Observation::Failed { what: "docker_events", error: &e.to_string() });
+                    bus.telemetry().observe(Observation::Failed {
+                        what: "docker_events",
+                        error: &e.to_string(),
+                    });
                     break;
                 }
                 None => break,

@@ -6,7 +6,10 @@ use clap::Parser;
 use immune_runtime::{config, tracing_init, Shutdown, Telemetry};
 
 #[derive(Parser)]
-#[command(version, about = "immune collector: discovers labelled containers, scrapes and probes them")]
+#[command(
+    version,
+    about = "immune collector: discovers labelled containers, scrapes and probes them"
+)]
 struct Args {
     /// TOML config; defaults and environment only when absent.
     #[arg(long, env = "IMMUNE_CONFIG")]
@@ -17,8 +20,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_init::init();
     let args = Args::parse();
-    let config: immune_collector::Config = config::load(immune_collector::STAGE, args.config.as_deref())?;
+    let config: immune_collector::Config =
+        config::load(immune_collector::STAGE, args.config.as_deref())?;
     config.validate()?;
-    immune_collector::run(config, Telemetry::new(immune_collector::STAGE), Shutdown::from_signals()).await?;
+    immune_collector::run(
+        config,
+        Telemetry::new(immune_collector::STAGE),
+        Shutdown::from_signals(),
+    )
+    .await?;
     Ok(())
 }

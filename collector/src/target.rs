@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use immune_nats::{feature, ContainerState, HealthProbe, MetricSnapshot, ScrapeOutcome};
 
-use crate::features::{self, Counters, SeriesNames};
+use crate::features::{self, Reading, SeriesNames};
 use crate::{snapshot_of, Config, Target};
 
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub(crate) struct Scraper {
 #[derive(Debug)]
 pub(crate) struct Observed {
     health: Option<HealthProbe>,
-    scrape: Option<(ScrapeOutcome, Option<(Counters, Option<f64>)>)>,
+    scrape: Option<(ScrapeOutcome, Option<Reading>)>,
     at_ms: u64,
 }
 
@@ -46,7 +46,11 @@ impl Scraper {
     pub(crate) async fn observe(&self, target: &Target) -> Observed {
         let at_ms = immune_nats::envelope::now_ms();
         if target.state != ContainerState::Running {
-            return Observed { health: None, scrape: None, at_ms };
+            return Observed {
+                health: None,
+                scrape: None,
+                at_ms,
+            };
         }
         let Some(address) = target.address else {
             let health = Some(HealthProbe {
@@ -55,7 +59,11 @@ impl Scraper {
                 latency_ms: 0.0,
                 error: Some("container has no network address".into()),
             });
-            return Observed { health, scrape: None, at_ms };
+            return Observed {
+                health,
+                scrape: None,
+                at_ms,
+            };
         };
         let health = async {
             let endpoint = target.health.as_ref()?;
@@ -66,12 +74,21 @@ impl Scraper {
             Some(self.scrape(&endpoint.url(address), at_ms).await)
         };
         let (health, scrape) = tokio::join!(health, scrape);
-        Observed { health, scrape, at_ms }
+        Observed {
+            health,
+            scrape,
+            at_ms,
+        }
     }
 
     async fn probe(&self, url: &str) -> HealthProbe {
         let started = Instant::now();
-        let result = self.client.get(url).timeout(self.probe_timeout).send().await;
+        let result = self
+            .client
+            .get(url)
+            .timeout(self.probe_timeout)
+            .send()
+            .await;
         let latency_ms = ms(started.elapsed());
         match result {
             Ok(r) => HealthProbe {
@@ -93,13 +110,19 @@ impl Scraper {
         }
     }
 
-    async fn scrape(&self, url: &str, at_ms: u64) -> (ScrapeOutcome, Option<(Counters, Option<f64>)>) {
+    async fn scrape(&self, url: &str, at_ms: u64) -> (ScrapeOutcome, Option<Reading>) {
         let started = Instant::now();
         let body = tokio::time::timeout(self.scrape_timeout, self.fetch(url)).await;
         let latency_ms = ms(started.elapsed());
         let failed = |error: String, bytes: usize| {
             (
-                ScrapeOutcome { ok: false, samples: 0, bytes: bytes as u32, latency_ms, error: Some(error) },
+                ScrapeOutcome {
+                    ok: false,
+                    samples: 0,
+                    bytes: bytes as u32,
+                    latency_ms,
+                    error: Some(error),
+                },
                 None,
             )
         };
@@ -113,7 +136,13 @@ impl Scraper {
                 let samples = parsed.samples.len() as u32;
                 let counters = features::read_counters(&parsed, &self.series, at_ms);
                 (
-                    ScrapeOutcome { ok: true, samples, bytes: text.len() as u32, latency_ms, error: None },
+                    ScrapeOutcome {
+                        ok: true,
+                        samples,
+                        bytes: text.len() as u32,
+                        latency_ms,
+                        error: None,
+                    },
                     Some(counters),
                 )
             }
@@ -123,7 +152,12 @@ impl Scraper {
 
     /// The body, refused past the size limit before it is all read.
     async fn fetch(&self, url: &str) -> Result<String, String> {
-        let mut response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+        let mut response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
@@ -144,20 +178,33 @@ impl Observed {
         self,
         target: &Target,
         interval_ms: u64,
-        previous: &mut HashMap<String, Counters>,
+        previous: &mut HashMap<String, features::Counters>,
     ) -> MetricSnapshot {
         let mut snapshot = snapshot_of(target, interval_ms);
         snapshot.observed_ms = self.at_ms;
         if let Some(h) = &self.health {
-            snapshot.features.insert(feature::HEALTH_OK.into(), if h.ok { 1.0 } else { 0.0 });
-            snapshot.features.insert(feature::PROBE_LATENCY_MS.into(), h.latency_ms);
+            snapshot
+                .features
+                .insert(feature::HEALTH_OK.into(), if h.ok { 1.0 } else { 0.0 });
+            snapshot
+                .features
+                .insert(feature::PROBE_LATENCY_MS.into(), h.latency_ms);
         }
         if let Some((outcome, counters)) = self.scrape {
-            snapshot.features.insert(feature::SCRAPE_OK.into(), if outcome.ok { 1.0 } else { 0.0 });
-            if let Some((counters, in_flight)) = counters {
-                snapshot
-                    .features
-                    .extend(features::interval_features(previous.get(&target.id), &counters, in_flight));
+            snapshot.features.insert(
+                feature::SCRAPE_OK.into(),
+                if outcome.ok { 1.0 } else { 0.0 },
+            );
+            if let Some(Reading {
+                counters,
+                in_flight,
+            }) = counters
+            {
+                snapshot.features.extend(features::interval_features(
+                    previous.get(&target.id),
+                    &counters,
+                    in_flight,
+                ));
                 previous.insert(target.id.clone(), counters);
             }
             snapshot.scrape = Some(outcome);

@@ -30,10 +30,14 @@ pub struct Config {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.policy.verify_deadline_ms == 0 {
-            return Err(ConfigError::Invalid("policy.verify_deadline_ms: must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "policy.verify_deadline_ms: must be positive".into(),
+            ));
         }
         if self.policy.action_timeout_ms == 0 {
-            return Err(ConfigError::Invalid("policy.action_timeout_ms: must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "policy.action_timeout_ms: must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -49,7 +53,11 @@ pub enum DeciderError {
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs until `shutdown`.
-pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -> Result<(), DeciderError> {
+pub async fn run(
+    config: Config,
+    telemetry: Telemetry,
+    mut shutdown: Shutdown,
+) -> Result<(), DeciderError> {
     if let Some(listen) = config.telemetry.listen {
         tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
     }
@@ -87,30 +95,53 @@ pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -
             }
         }
     }
-    tracing::info!(open_incidents = decider.open_incidents().count(), "decider stopped");
+    tracing::info!(
+        open_incidents = decider.open_incidents().count(),
+        "decider stopped"
+    );
     Ok(())
 }
 
 /// Publishes decisions in order; `false` when one could not be published.
 async fn publish_all(bus: &Bus, decided: Vec<Decided>) -> bool {
-    for Decided { correlation_id, decision } in decided {
+    for Decided {
+        correlation_id,
+        decision,
+    } in decided
+    {
         let correlation = Some(correlation_id);
         let result = match decision {
             Decision::Incident(incident) => {
                 tracing::info!(service = %incident.service, incident = %incident.incident_id, state = ?incident.state, "incident");
-                bus.publish(correlation, Event::Incident(incident)).await.map(|_| ())
+                bus.publish(correlation, Event::Incident(incident))
+                    .await
+                    .map(|_| ())
             }
             Decision::Action(action) => {
                 tracing::info!(service = %action.service, action = %action.action, instance = %action.instance, "action requested");
-                bus.telemetry().observe(Observation::Acted { what: action.action.as_str(), service: action.service.as_str() });
-                bus.publish(correlation, Event::ActionRequest(action)).await.map(|_| ())
+                bus.telemetry().observe(Observation::Acted {
+                    what: action.action.as_str(),
+                    service: action.service.as_str(),
+                });
+                bus.publish(correlation, Event::ActionRequest(action))
+                    .await
+                    .map(|_| ())
             }
-            Decision::Audit { service, what, why, outcome } => {
-                bus.audit(correlation, &service, what, why, outcome, None).await.map(|_| ())
-            }
+            Decision::Audit {
+                service,
+                what,
+                why,
+                outcome,
+            } => bus
+                .audit(correlation, &service, what, why, outcome, None)
+                .await
+                .map(|_| ()),
         };
         if let Err(e) = result {
-            bus.telemetry().observe(Observation::Failed { what: "publish_decision", error: &e.to_string() });
+            bus.telemetry().observe(Observation::Failed {
+                what: "publish_decision",
+                error: &e.to_string(),
+            });
             return false;
         }
     }

@@ -77,9 +77,9 @@ impl Service {
     fn new(name: String, upstreams: Vec<String>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<StatusLabel, Counter>::default();
-        let duration = Histogram::new(
-            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
-        );
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
         let in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register("demo_http_requests", "Requests by status", requests.clone());
         registry.register(
@@ -162,10 +162,7 @@ async fn metrics(State(svc): State<Shared>) -> impl IntoResponse {
     svc.unless_hung().await;
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &svc.registry);
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        out,
-    )
+    ([("content-type", "text/plain; version=0.0.4")], out)
 }
 
 async fn set_fault(State(svc): State<Shared>, Json(fault): Json<Fault>) -> impl IntoResponse {
@@ -223,7 +220,10 @@ async fn main() {
         return;
     }
     let name = std::env::var("SERVICE_NAME").unwrap_or_else(|_| "demo".into());
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
     let upstreams = std::env::var("UPSTREAMS")
         .unwrap_or_default()
         .split(',')

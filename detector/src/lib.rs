@@ -43,7 +43,11 @@ pub enum DetectorError {
 }
 
 /// Runs until `shutdown`.
-pub async fn run(config: Config, telemetry: Telemetry, mut shutdown: Shutdown) -> Result<(), DetectorError> {
+pub async fn run(
+    config: Config,
+    telemetry: Telemetry,
+    mut shutdown: Shutdown,
+) -> Result<(), DetectorError> {
     if let Some(listen) = config.telemetry.listen {
         tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
     }
@@ -79,36 +83,61 @@ async fn handle(bus: &Bus, engine: &mut RuleEngine, delivery: Delivery) {
             None
         }
         other => {
-            bus.telemetry().observe(Observation::Refused { what: "unexpected_event", reason: other.kind() });
+            bus.telemetry().observe(Observation::Refused {
+                what: "unexpected_event",
+                reason: other.kind(),
+            });
             None
         }
     };
     if let Some(finding) = finding {
         if let Err(e) = publish(bus, &finding, &delivery).await {
-            bus.telemetry().observe(Observation::Failed { what: "publish_anomaly", error: &e.to_string() });
+            bus.telemetry().observe(Observation::Failed {
+                what: "publish_anomaly",
+                error: &e.to_string(),
+            });
             return;
         }
     }
     if let Err(e) = delivery.ack().await {
-        bus.telemetry().observe(Observation::Failed { what: "ack", error: &e.to_string() });
+        bus.telemetry().observe(Observation::Failed {
+            what: "ack",
+            error: &e.to_string(),
+        });
     }
 }
 
 async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), BusError> {
     let a = &finding.anomaly;
     let correlation = Some(finding.correlation_id.clone());
-    let id = bus.publish(correlation.clone(), Event::Anomaly(a.clone())).await?;
+    let id = bus
+        .publish(correlation.clone(), Event::Anomaly(a.clone()))
+        .await?;
     let (what, outcome) = match a.state {
-        AnomalyState::Firing => ("anomaly.firing", format!("{} on {}", a.signature, a.instance)),
-        AnomalyState::Cleared => ("anomaly.cleared", format!("{} on {} cleared", a.signature, a.instance)),
+        AnomalyState::Firing => (
+            "anomaly.firing",
+            format!("{} on {}", a.signature, a.instance),
+        ),
+        AnomalyState::Cleared => (
+            "anomaly.cleared",
+            format!("{} on {} cleared", a.signature, a.instance),
+        ),
     };
     tracing::info!(service = %a.service, instance = %a.instance, signature = %a.signature, state = ?a.state, reason = %a.reason, "anomaly");
-    bus.telemetry().observe(Observation::Acted { what, service: a.service.as_str() });
+    bus.telemetry().observe(Observation::Acted {
+        what,
+        service: a.service.as_str(),
+    });
     bus.audit(
         correlation,
         &a.service,
         what,
-        format!("{} ({}, from {})", a.reason, a.detector, cause.envelope.body.kind()),
+        format!(
+            "{} ({}, from {})",
+            a.reason,
+            a.detector,
+            cause.envelope.body.kind()
+        ),
         outcome,
         Some(id),
     )

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use immune_nats::{
-    feature, Anomaly, AnomalyState, ChaosInjected, ContainerEvent, ContainerEventKind, ContainerState, Contribution,
-    Direction, MetricSnapshot, ServiceName, Signature,
+    feature, Anomaly, AnomalyState, ChaosInjected, ContainerEvent, ContainerEventKind,
+    ContainerState, Contribution, Direction, MetricSnapshot, ServiceName, Signature,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,16 +86,25 @@ impl RuleEngine {
         let (signature, reason) = match event.kind {
             ContainerEventKind::Died if event.observed_ms > instance.last_healthy_ms => (
                 Signature::Crashed,
-                format!("container died (exit code {})", event.exit_code.map_or("unknown".into(), |c| c.to_string())),
+                format!(
+                    "container died (exit code {})",
+                    event.exit_code.map_or("unknown".into(), |c| c.to_string())
+                ),
             ),
-            ContainerEventKind::OomKilled => (Signature::OomKilled, "container was OOM-killed".to_string()),
+            ContainerEventKind::OomKilled => {
+                (Signature::OomKilled, "container was OOM-killed".to_string())
+            }
             ContainerEventKind::Started => {
                 instance.failures = 0;
                 return None;
             }
             _ => return None,
         };
-        let rule = if signature == Signature::OomKilled { "rule:oom_killed" } else { "rule:container_died" };
+        let rule = if signature == Signature::OomKilled {
+            "rule:oom_killed"
+        } else {
+            "rule:container_died"
+        };
         fire(
             instance,
             &self.chaos_runs,
@@ -156,7 +165,10 @@ impl RuleEngine {
                         snapshot,
                         Signature::Unresponsive,
                         "rule:health_failing",
-                        format!("health check failed {} times in a row: {why}", instance.failures),
+                        format!(
+                            "health check failed {} times in a row: {why}",
+                            instance.failures
+                        ),
                         (f64::from(instance.failures), f64::from(failures_needed)),
                         snapshot.observed_ms,
                     )
@@ -271,22 +283,49 @@ mod tests {
         let mut s = samples::metric_snapshot();
         s.state = state;
         s.observed_ms = at;
-        s.health = healthy.map(|ok| HealthProbe { ok, status: ok.then_some(200), latency_ms: 1.0, error: None });
+        s.health = healthy.map(|ok| HealthProbe {
+            ok,
+            status: ok.then_some(200),
+            latency_ms: 1.0,
+            error: None,
+        });
         s
     }
 
     #[test]
     fn a_hang_fires_after_n_failed_probes_and_clears_once_healthy() {
-        let mut rules = RuleEngine::new(RuleConfig { health_failures: 3, recovery_passes: 1 });
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(true), 1)).is_none());
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(false), 2)).is_none());
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(false), 3)).is_none());
-        let fired = rules.on_snapshot(&snapshot(ContainerState::Running, Some(false), 4)).expect("fires");
+        let mut rules = RuleEngine::new(RuleConfig {
+            health_failures: 3,
+            recovery_passes: 1,
+        });
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(true), 1))
+            .is_none());
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(false), 2))
+            .is_none());
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(false), 3))
+            .is_none());
+        let fired = rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(false), 4))
+            .expect("fires");
         assert_eq!(fired.anomaly.signature, Signature::Unresponsive);
         assert_eq!(fired.anomaly.state, AnomalyState::Firing);
-        assert!(fired.anomaly.reason.contains("3 times"), "{}", fired.anomaly.reason);
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(false), 5)).is_none(), "fires once");
-        let cleared = rules.on_snapshot(&snapshot(ContainerState::Running, Some(true), 6)).expect("clears");
+        assert!(
+            fired.anomaly.reason.contains("3 times"),
+            "{}",
+            fired.anomaly.reason
+        );
+        assert!(
+            rules
+                .on_snapshot(&snapshot(ContainerState::Running, Some(false), 5))
+                .is_none(),
+            "fires once"
+        );
+        let cleared = rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(true), 6))
+            .expect("clears");
         assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
         assert_eq!(cleared.anomaly.anomaly_id, fired.anomaly.anomaly_id);
     }
@@ -295,7 +334,9 @@ mod tests {
     fn one_failed_probe_is_not_an_incident() {
         let mut rules = RuleEngine::new(RuleConfig::default());
         for (i, ok) in [true, false, true, false, true].into_iter().enumerate() {
-            assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(ok), i as u64)).is_none());
+            assert!(rules
+                .on_snapshot(&snapshot(ContainerState::Running, Some(ok), i as u64))
+                .is_none());
         }
     }
 
@@ -310,15 +351,21 @@ mod tests {
         assert_eq!(fired.correlation_id, "run-42");
         assert!(fired.anomaly.reason.contains("137"));
         // the exited snapshot that follows is the same episode
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Exited, None, 11)).is_none());
-        let cleared = rules.on_snapshot(&snapshot(ContainerState::Running, Some(true), 12)).expect("clears");
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Exited, None, 11))
+            .is_none());
+        let cleared = rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(true), 12))
+            .expect("clears");
         assert_eq!(cleared.correlation_id, "run-42");
     }
 
     #[test]
     fn the_death_of_an_already_completed_restart_is_old_news() {
         let mut rules = RuleEngine::new(RuleConfig::default());
-        assert!(rules.on_snapshot(&snapshot(ContainerState::Running, Some(true), 100)).is_none());
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Running, Some(true), 100))
+            .is_none());
         let mut died = samples::container_event();
         died.observed_ms = 90; // reported late, before the healthy probe
         assert!(rules.on_container_event(&died).is_none());
@@ -327,7 +374,9 @@ mod tests {
     #[test]
     fn without_chaos_the_anomaly_is_its_own_correlation() {
         let mut rules = RuleEngine::new(RuleConfig::default());
-        let fired = rules.on_snapshot(&snapshot(ContainerState::Paused, None, 1)).expect("fires");
+        let fired = rules
+            .on_snapshot(&snapshot(ContainerState::Paused, None, 1))
+            .expect("fires");
         assert_eq!(fired.correlation_id, fired.anomaly.anomaly_id);
     }
 }

@@ -207,17 +207,53 @@ pub fn dead_letter() -> DeadLetter {
 /// Every event kind once, wrapped as its usual producer would, named as its fixture file.
 pub fn all() -> Vec<(&'static str, Envelope)> {
     vec![
-        ("metric_snapshot", envelope(Stage::Collector, Event::MetricSnapshot(metric_snapshot()))),
-        ("container_event", envelope(Stage::Collector, Event::ContainerEvent(container_event()))),
-        ("anomaly", envelope(Stage::Detector, Event::Anomaly(anomaly()))),
-        ("incident", envelope(Stage::Decider, Event::Incident(incident()))),
-        ("action_request", envelope(Stage::Decider, Event::ActionRequest(action_request()))),
-        ("action_result", envelope(Stage::Executor, Event::ActionResult(action_result()))),
-        ("chaos_request", envelope(Stage::Client, Event::ChaosRequest(chaos_request()))),
-        ("chaos_injected", envelope(Stage::Chaos, Event::ChaosInjected(chaos_injected()))),
-        ("chaos_reverted", envelope(Stage::Chaos, Event::ChaosReverted(chaos_reverted()))),
-        ("chaos_rejected", envelope(Stage::Chaos, Event::ChaosRejected(chaos_rejected()))),
-        ("audit", envelope(Stage::Decider, Event::Audit(audit_record()))),
-        ("dead_letter", envelope(Stage::Detector, Event::DeadLetter(dead_letter()))),
+        (
+            "metric_snapshot",
+            envelope(Stage::Collector, Event::MetricSnapshot(metric_snapshot())),
+        ),
+        (
+            "container_event",
+            envelope(Stage::Collector, Event::ContainerEvent(container_event())),
+        ),
+        (
+            "anomaly",
+            envelope(Stage::Detector, Event::Anomaly(anomaly())),
+        ),
+        (
+            "incident",
+            envelope(Stage::Decider, Event::Incident(incident())),
+        ),
+        (
+            "action_request",
+            envelope(Stage::Decider, Event::ActionRequest(action_request())),
+        ),
+        (
+            "action_result",
+            envelope(Stage::Executor, Event::ActionResult(action_result())),
+        ),
+        (
+            "chaos_request",
+            envelope(Stage::Client, Event::ChaosRequest(chaos_request())),
+        ),
+        (
+            "chaos_injected",
+            envelope(Stage::Chaos, Event::ChaosInjected(chaos_injected())),
+        ),
+        (
+            "chaos_reverted",
+            envelope(Stage::Chaos, Event::ChaosReverted(chaos_reverted())),
+        ),
+        (
+            "chaos_rejected",
+            envelope(Stage::Chaos, Event::ChaosRejected(chaos_rejected())),
+        ),
+        (
+            "audit",
+            envelope(Stage::Decider, Event::Audit(audit_record())),
+        ),
+        (
+            "dead_letter",
+            envelope(Stage::Detector, Event::DeadLetter(dead_letter())),
+        ),
     ]
 }

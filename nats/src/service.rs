@@ -68,6 +68,9 @@ mod tests {
         for bad in ["", "a.b", "a*", ">", "with space", &"x".repeat(65)] {
             assert!(ServiceName::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(ServiceName::new("orders-v2_1").unwrap().as_str(), "orders-v2_1");
+        assert_eq!(
+            ServiceName::new("orders-v2_1").expect("valid").as_str(),
+            "orders-v2_1"
+        );
     }
 }

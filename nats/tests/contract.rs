@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use immune_nats::{decode, encode, samples, CodecError, Event, Subject, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
+use immune_nats::{
+    decode, encode, samples, CodecError, Event, Subject, MAX_MESSAGE_BYTES, SCHEMA_VERSION,
+};
 
 fn fixture_dir(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/v{version}"))
@@ -27,27 +29,49 @@ fn committed_fixtures_keep_decoding() {
     if std::env::var_os("IMMUNE_WRITE_FIXTURES").is_some() {
         std::fs::create_dir_all(&dir).expect("fixture dir");
         for (name, envelope) in samples::all() {
-            std::fs::write(dir.join(format!("{name}.msgpack")), encode(&envelope).expect("encodes"))
-                .expect("write fixture");
+            std::fs::write(
+                dir.join(format!("{name}.msgpack")),
+                encode(&envelope).expect("encodes"),
+            )
+            .expect("write fixture");
         }
     }
     let samples = samples::all();
     for (name, expected) in &samples {
         let path = dir.join(format!("{name}.msgpack"));
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("fixture {} missing ({e}); every event kind needs one", path.display()));
-        let decoded = decode(&bytes).unwrap_or_else(|e| panic!("fixture {name} no longer decodes: {e}"));
-        assert_eq!(&decoded, expected, "fixture {name} decodes to something else");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "fixture {} missing ({e}); every event kind needs one",
+                path.display()
+            )
+        });
+        let decoded =
+            decode(&bytes).unwrap_or_else(|e| panic!("fixture {name} no longer decodes: {e}"));
+        assert_eq!(
+            &decoded, expected,
+            "fixture {name} decodes to something else"
+        );
     }
     let files = std::fs::read_dir(&dir).expect("fixture dir").count();
-    assert_eq!(files, samples.len(), "a fixture file without a sample, or the reverse");
+    assert_eq!(
+        files,
+        samples.len(),
+        "a fixture file without a sample, or the reverse"
+    );
 }
 
 #[test]
 fn fields_are_named_on_the_wire() {
     let bytes = encode(&samples::all()[0].1).expect("encodes");
     let text = String::from_utf8_lossy(&bytes);
-    for field in ["schema_version", "event_id", "correlation_id", "kind", "metric_snapshot", "features"] {
+    for field in [
+        "schema_version",
+        "event_id",
+        "correlation_id",
+        "kind",
+        "metric_snapshot",
+        "features",
+    ] {
         assert!(text.contains(field), "{field} not encoded by name");
     }
 }
@@ -110,12 +134,20 @@ fn a_newer_producer_with_extra_fields_still_decodes() {
 fn bad_input_is_refused_with_a_reason() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "malformed"),
-        ("garbage", b"definitely not msgpack \xc1\xc1".to_vec(), "malformed"),
+        (
+            "garbage",
+            b"definitely not msgpack \xc1\xc1".to_vec(),
+            "malformed",
+        ),
         ("json", br#"{"schema_version":1}"#.to_vec(), "malformed"),
-        ("truncated", {
-            let b = encode(&samples::all()[0].1).expect("encodes");
-            b[..b.len() / 2].to_vec()
-        }, "malformed"),
+        (
+            "truncated",
+            {
+                let b = encode(&samples::all()[0].1).expect("encodes");
+                b[..b.len() / 2].to_vec()
+            },
+            "malformed",
+        ),
         ("oversize", vec![0x90; MAX_MESSAGE_BYTES + 1], "too_large"),
     ];
     for (name, bytes, kind) in cases {
@@ -131,13 +163,19 @@ fn a_future_schema_version_is_refused_as_such() {
     envelope.schema_version = SCHEMA_VERSION + 1;
     let bytes = rmp_serde::to_vec_named(&envelope).expect("encodes");
     let err = decode(&bytes).expect_err("future version");
-    assert!(matches!(err, CodecError::UnsupportedVersion { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+    assert!(
+        matches!(err, CodecError::UnsupportedVersion { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_unknown_event_kind_is_refused_not_guessed() {
     let mut bytes = encode(&samples::all()[2].1).expect("encodes");
-    let pos = bytes.windows(7).position(|w| w == b"anomaly").expect("kind on the wire");
+    let pos = bytes
+        .windows(7)
+        .position(|w| w == b"anomaly")
+        .expect("kind on the wire");
     bytes[pos..pos + 7].copy_from_slice(b"anomalX");
     let err = decode(&bytes).expect_err("unknown kind");
     assert_eq!(err.kind(), "malformed");
@@ -166,7 +204,11 @@ fn subjects_come_from_the_event() {
         // every subject is captured by exactly one stream
         let streams = immune_nats::streams::ALL_STREAMS
             .iter()
-            .filter(|s| s.subjects.iter().any(|f| immune_nats::subject::matches(f, want)))
+            .filter(|s| {
+                s.subjects
+                    .iter()
+                    .any(|f| immune_nats::subject::matches(f, want))
+            })
             .count();
         assert_eq!(streams, 1, "{want} must belong to exactly one stream");
     }
@@ -175,11 +217,19 @@ fn subjects_come_from_the_event() {
 #[test]
 fn service_names_are_validated_when_decoded() {
     let envelope = samples::all()[0].1.clone();
-    let Event::MetricSnapshot(ref m) = envelope.body else { unreachable!() };
+    let Event::MetricSnapshot(ref m) = envelope.body else {
+        unreachable!()
+    };
     let service = m.service.as_str().to_string();
     let bytes = encode(&envelope).expect("encodes");
     let mut bad = bytes.clone();
-    let pos = bad.windows(service.len()).position(|w| w == service.as_bytes()).expect("service on the wire");
+    let pos = bad
+        .windows(service.len())
+        .position(|w| w == service.as_bytes())
+        .expect("service on the wire");
     bad[pos + 1] = b'.'; // "o.ders": would split the subject
-    assert_eq!(decode(&bad).expect_err("dotted service").kind(), "malformed");
+    assert_eq!(
+        decode(&bad).expect_err("dotted service").kind(),
+        "malformed"
+    );
 }

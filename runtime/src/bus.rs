@@ -118,7 +118,7 @@ impl Bus {
                     if shutdown.is_triggered() {
                         return Err(BusError::ShutDown);
                     }
-                    if attempt == 1 || attempt % 10 == 0 {
+                    if attempt == 1 || attempt.is_multiple_of(10) {
                         tracing::warn!(url = %config.url, attempt, error = %e, "waiting for NATS");
                     }
                     tokio::time::sleep(backoff(attempt)).await;
@@ -190,7 +190,11 @@ impl Bus {
     }
 
     /// Publishes one event; returns its id once the server has stored it.
-    pub async fn publish(&self, correlation_id: Option<String>, body: Event) -> Result<EventId, BusError> {
+    pub async fn publish(
+        &self,
+        correlation_id: Option<String>,
+        body: Event,
+    ) -> Result<EventId, BusError> {
         let envelope = Envelope::new(self.producer.clone(), correlation_id, body);
         self.publish_envelope(&envelope).await?;
         Ok(envelope.event_id)
@@ -265,7 +269,10 @@ impl Bus {
         })
     }
 
-    async fn consumer(&self, spec: ConsumerSpec) -> Result<jetstream::consumer::PullConsumer, BusError> {
+    async fn consumer(
+        &self,
+        spec: ConsumerSpec,
+    ) -> Result<jetstream::consumer::PullConsumer, BusError> {
         let provision = |e: String| BusError::Provision {
             what: format!("consumer {}", spec.durable),
             reason: e,
@@ -312,7 +319,13 @@ impl Bus {
     }
 
     /// Stores a message the stage cannot use, with the reason.
-    async fn dead_letter(&self, subject: &str, payload: &[u8], reason_kind: &str, reason: &str) -> Result<(), BusError> {
+    async fn dead_letter(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        reason_kind: &str,
+        reason: &str,
+    ) -> Result<(), BusError> {
         self.telemetry.observe(Observation::DeadLettered {
             subject,
             reason_kind,
@@ -326,7 +339,9 @@ impl Bus {
             payload: payload[..payload.len().min(DeadLetter::MAX_PAYLOAD)].to_vec(),
             payload_len: payload.len() as u64,
         };
-        self.publish(None, Event::DeadLetter(letter)).await.map(|_| ())
+        self.publish(None, Event::DeadLetter(letter))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -362,7 +377,9 @@ pub struct Inbox {
 
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbox").field("consumer", &self.spec.durable).finish()
+        f.debug_struct("Inbox")
+            .field("consumer", &self.spec.durable)
+            .finish()
     }
 }
 
@@ -438,7 +455,11 @@ impl Inbox {
                 })
             }
             Err((kind, reason)) => {
-                match self.bus.dead_letter(&subject, &message.payload, kind, &reason).await {
+                match self
+                    .bus
+                    .dead_letter(&subject, &message.payload, kind, &reason)
+                    .await
+                {
                     Ok(()) => {
                         if let Err(e) = message.double_ack().await {
                             tracing::warn!(%subject, error = %e, "dead letter stored but not acknowledged");

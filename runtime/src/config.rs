@@ -69,7 +69,11 @@ where
         figment = figment.merge(Toml::file(path));
     }
     figment = figment
-        .merge(Env::raw().only(&["IMMUNE_NATS_URL"]).map(|_| "nats.url".into()))
+        .merge(
+            Env::raw()
+                .only(&["IMMUNE_NATS_URL"])
+                .map(|_| "nats.url".into()),
+        )
         .merge(Env::prefixed(&format!("IMMUNE_{}__", stage.as_str().to_uppercase())).split("__"));
     figment
         .extract()

@@ -119,10 +119,12 @@ impl ManagedContainer {
             value: value.to_string(),
             reason,
         };
-        let service_value = labels.get(labels::SERVICE).ok_or_else(|| TargetError::NotManaged {
-            container: name.to_string(),
-            reason: format!("no {} label", labels::SERVICE),
-        })?;
+        let service_value = labels
+            .get(labels::SERVICE)
+            .ok_or_else(|| TargetError::NotManaged {
+                container: name.to_string(),
+                reason: format!("no {} label", labels::SERVICE),
+            })?;
         let service = ServiceName::new(service_value.clone())
             .map_err(|e| bad(labels::SERVICE, service_value, e.to_string()))?;
         let endpoint = |label: &'static str| -> Result<Option<Endpoint>, TargetError> {
@@ -201,15 +203,25 @@ pub async fn list_managed(
             let address = s
                 .network_settings
                 .and_then(|n| n.networks)
-                .and_then(|networks| first_address(networks.into_iter().map(|(k, v)| (k, v.ip_address))));
+                .and_then(|networks| {
+                    first_address(networks.into_iter().map(|(k, v)| (k, v.ip_address)))
+                });
             ManagedContainer::from_labels(&id, &name, &s.labels.unwrap_or_default(), state, address)
         })
         .collect())
 }
 
 /// One managed container by id or name, freshly inspected.
-pub async fn inspect_managed(docker: &Docker, container: &str) -> Result<ManagedContainer, TargetError> {
-    let info = docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await?;
+pub async fn inspect_managed(
+    docker: &Docker,
+    container: &str,
+) -> Result<ManagedContainer, TargetError> {
+    let info = docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await?;
     let id = info.id.unwrap_or_default();
     let name = info.name.unwrap_or_else(|| id.clone());
     let state = info
@@ -238,7 +250,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -252,22 +267,37 @@ mod tests {
             ("immune.chaos", "true"),
             ("immune.project", "shop"),
         ]);
-        let c = ManagedContainer::from_labels("id1", "/orders-1", &l, ContainerState::Running, None)
-            .expect("managed");
+        let c =
+            ManagedContainer::from_labels("id1", "/orders-1", &l, ContainerState::Running, None)
+                .expect("managed");
         assert_eq!(c.name, "orders-1");
-        assert_eq!(c.metrics, Some(Endpoint { port: 9100, path: "/metrics".into() }));
+        assert_eq!(
+            c.metrics,
+            Some(Endpoint {
+                port: 9100,
+                path: "/metrics".into()
+            })
+        );
         assert_eq!(c.depends_on.len(), 2);
         assert!(c.chaos && c.in_project(Some("shop")) && !c.in_project(Some("other")));
         assert_eq!(
-            c.health.expect("health").url("10.0.0.2".parse().expect("ip")),
+            c.health
+                .expect("health")
+                .url("10.0.0.2".parse().expect("ip")),
             "http://10.0.0.2:8080/health"
         );
     }
 
     #[test]
     fn refuses_what_did_not_opt_in_or_is_mislabelled() {
-        let err = ManagedContainer::from_labels("i", "x", &labels(&[("immune.service", "a")]), ContainerState::Running, None)
-            .expect_err("no enable");
+        let err = ManagedContainer::from_labels(
+            "i",
+            "x",
+            &labels(&[("immune.service", "a")]),
+            ContainerState::Running,
+            None,
+        )
+        .expect_err("no enable");
         assert_eq!(err.kind(), "not_managed");
         let err = ManagedContainer::from_labels(
             "i",
@@ -281,7 +311,11 @@ mod tests {
         let err = ManagedContainer::from_labels(
             "i",
             "x",
-            &labels(&[("immune.enable", "true"), ("immune.service", "a"), ("immune.metrics", "http/metrics")]),
+            &labels(&[
+                ("immune.enable", "true"),
+                ("immune.service", "a"),
+                ("immune.metrics", "http/metrics"),
+            ]),
             ContainerState::Running,
             None,
         )

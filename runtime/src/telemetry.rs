@@ -27,7 +27,11 @@ pub enum Observation<'a> {
     /// A publish failed after every attempt; the input stays unacknowledged.
     PublishFailed { subject: &'a str, error: &'a str },
     /// A message could not be used and went to the dead-letter subject.
-    DeadLettered { subject: &'a str, reason_kind: &'a str, reason: &'a str },
+    DeadLettered {
+        subject: &'a str,
+        reason_kind: &'a str,
+        reason: &'a str,
+    },
     /// The stage did its job on something (scraped, detected, decided, acted, injected).
     Acted { what: &'a str, service: &'a str },
     /// A guard or safety rule said no.

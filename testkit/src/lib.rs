@@ -30,7 +30,11 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
 /// A name no other test (or earlier run) uses: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn free_port() -> u16 {
@@ -63,21 +67,32 @@ impl NatsServer {
 
     async fn spawn(&mut self) {
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server on PATH (run scripts/setup.sh: it installs nats-server >= 2.10)");
         self.child = Some(child);
-        within(Duration::from_secs(10), "nats-server to accept connections", async {
-            loop {
-                if async_nats::connect(self.url()).await.is_ok() {
-                    return;
+        within(
+            Duration::from_secs(10),
+            "nats-server to accept connections",
+            async {
+                loop {
+                    if async_nats::connect(self.url()).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+            },
+        )
         .await;
     }
 
@@ -86,7 +101,9 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url()).await.expect("connect to test nats-server")
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same port and store.
@@ -161,13 +178,16 @@ pub struct DemoContainer {
 
 impl DemoContainer {
     pub async fn start(spec: DemoSpec) -> DemoContainer {
-        let docker = Docker::connect_with_local_defaults().expect("Docker engine (run scripts/setup.sh)");
-        docker
-            .inspect_image(DEMO_IMAGE)
-            .await
-            .unwrap_or_else(|e| panic!("image {DEMO_IMAGE} missing ({e}): run scripts/images.sh debug"));
+        let docker =
+            Docker::connect_with_local_defaults().expect("Docker engine (run scripts/setup.sh)");
+        docker.inspect_image(DEMO_IMAGE).await.unwrap_or_else(|e| {
+            panic!("image {DEMO_IMAGE} missing ({e}): run scripts/images.sh debug")
+        });
         let name = unique(&spec.service);
-        let mut env = vec![format!("SERVICE_NAME={}", spec.service), "PORT=8080".to_string()];
+        let mut env = vec![
+            format!("SERVICE_NAME={}", spec.service),
+            "PORT=8080".to_string(),
+        ];
         env.extend(spec.env.iter().cloned());
         let body = ContainerCreateBody {
             image: Some(DEMO_IMAGE.to_string()),
@@ -201,14 +221,21 @@ impl DemoContainer {
         };
         container
             .docker
-            .start_container(&container.id, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                &container.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .expect("start demo container");
-        within(Duration::from_secs(20), "the demo container to answer /health", async {
-            while !container.healthy().await {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
+        within(
+            Duration::from_secs(20),
+            "the demo container to answer /health",
+            async {
+                while !container.healthy().await {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
         .await;
         container
     }
@@ -239,7 +266,11 @@ impl DemoContainer {
     }
 
     pub async fn running(&self) -> bool {
-        self.inspect().await.state.and_then(|s| s.running).unwrap_or(false)
+        self.inspect()
+            .await
+            .state
+            .and_then(|s| s.running)
+            .unwrap_or(false)
     }
 
     /// `GET /health` answered 200 within half a second.

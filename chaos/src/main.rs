@@ -1,0 +1,125 @@
+//! `immune-chaos [--config FILE]` runs the chaos stage;
+//! `immune-chaos inject --service S --fault F [--for 30s] [--follow]` asks it for a fault.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use immune_chaos::follow::{self, Follower, RunEnd};
+use immune_nats::{envelope::now_ms, ChaosRequest, FaultKind, ServiceName, Stage};
+use immune_runtime::{config, tracing_init, BusConfig, Shutdown, Telemetry};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "immune chaos: injects faults within guardrails and reverts them"
+)]
+struct Args {
+    /// TOML config of the stage; defaults and environment only when absent.
+    #[arg(long, env = "IMMUNE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask the chaos stage for a fault (over NATS, like any client).
+    Inject {
+        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// The service (`immune.service` label) to break.
+        #[arg(long)]
+        service: String,
+        /// crash, hang, kill, stop, pause, restart, latency, errors
+        #[arg(long)]
+        fault: FaultKind,
+        /// How long the fault lasts before chaos reverts it.
+        #[arg(long = "for", default_value = "30s", value_parser = follow::parse_duration)]
+        duration: Duration,
+        /// Fault parameters, e.g. `--param latency_ms=800`.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Print the run's audit trail until the incident is recovered or escalated.
+        #[arg(long)]
+        follow: bool,
+        /// How long to follow.
+        #[arg(long, default_value = "90s", value_parser = follow::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    tracing_init::init();
+    let args = Args::parse();
+    match args.command {
+        None => {
+            let config: immune_chaos::Config =
+                config::load(immune_chaos::STAGE, args.config.as_deref())?;
+            config.validate()?;
+            immune_chaos::run(
+                config,
+                Telemetry::new(immune_chaos::STAGE),
+                Shutdown::from_signals(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Inject {
+            nats,
+            service,
+            fault,
+            duration,
+            params,
+            follow,
+            timeout,
+        }) => {
+            let bus_config = BusConfig {
+                url: nats,
+                ..Default::default()
+            };
+            let (_trigger, shutdown) = Shutdown::new();
+            let bus =
+                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
+                    .await?;
+            let mut follower = Follower::subscribe(bus.client()).await?;
+            let request = ChaosRequest {
+                run_id: None,
+                service: ServiceName::new(service)?,
+                fault,
+                duration_ms: duration.as_millis() as u64,
+                params: params.into_iter().collect::<BTreeMap<_, _>>(),
+            };
+            let started = now_ms();
+            let run_id = follow::request(&bus, request).await?;
+            println!("chaos run {run_id}: {fault} requested");
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let end = follower
+                .until_end(&run_id, timeout, |envelope, record| {
+                    let at = envelope.timestamp_ms.saturating_sub(started) as f64 / 1000.0;
+                    println!(
+                        "[+{at:6.2}s] {:<9} {:<22} {} — {}",
+                        record.stage, record.what, record.outcome, record.why
+                    );
+                })
+                .await;
+            println!("run {run_id} ended: {end:?}");
+            Ok(if end == RunEnd::Recovered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

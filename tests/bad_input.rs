@@ -6,24 +6,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use immune_nats::{decode, encode, samples, AnomalyState, Event, Signature, Stage, SCHEMA_VERSION};
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{unique, within, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_is_dead_lettered_counted_and_survived() {
     let nats = NatsServer::start().await;
-    let (_trigger, shutdown) = Shutdown::new();
-    let bus = Bus::connect(
-        &BusConfig {
-            url: nats.url(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Client),
-        &shutdown,
-    )
-    .await
-    .expect("test client connects");
+    let bus = immune_tests::client_bus(&nats.url()).await;
     let mut dead_letters = bus
         .client()
         .subscribe("immune.deadletter.>")

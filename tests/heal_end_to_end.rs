@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use immune_chaos::follow::{self, Follower, RunEnd};
 use immune_nats::{decode, AuditRecord, ChaosRequest, Event, FaultKind, ServiceName, Stage};
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 
@@ -30,17 +29,7 @@ async fn a_crash_and_a_hang_are_healed_end_to_end() {
     let demo = DemoContainer::start(DemoSpec::new("orders", &project)).await;
     let pipeline = Pipeline::start(PipelineConfig::new(&nats.url(), &project));
 
-    let (_trigger, shutdown) = Shutdown::new();
-    let bus = Bus::connect(
-        &BusConfig {
-            url: nats.url(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Client),
-        &shutdown,
-    )
-    .await
-    .expect("test client connects");
+    let bus = immune_tests::client_bus(&nats.url()).await;
 
     // The collector must have found the container and seen it healthy before we break it.
     let mut metrics = bus

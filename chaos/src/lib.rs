@@ -87,10 +87,13 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), ChaosError> {
-    if let Some(listen) = config.telemetry.listen {
-        tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
-    }
-    let bus = Bus::connect(&config.nats, telemetry.clone(), &shutdown).await?;
+    let bus = Bus::start_stage(
+        &config.nats,
+        &config.telemetry,
+        telemetry.clone(),
+        &shutdown,
+    )
+    .await?;
     let mut inbox = bus.inbox(CHAOS).await?;
     let injector = Injector::new(docker::connect()?);
     let in_force = Arc::new(AtomicUsize::new(0));

@@ -84,10 +84,13 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), CollectorError> {
-    if let Some(listen) = config.telemetry.listen {
-        tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
-    }
-    let bus = Bus::connect(&config.nats, telemetry.clone(), &shutdown).await?;
+    let bus = Bus::start_stage(
+        &config.nats,
+        &config.telemetry,
+        telemetry.clone(),
+        &shutdown,
+    )
+    .await?;
     let docker = docker::connect()?;
     let events = tokio::spawn(forward_docker_events(
         docker.clone(),

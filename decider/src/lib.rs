@@ -58,10 +58,13 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), DeciderError> {
-    if let Some(listen) = config.telemetry.listen {
-        tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
-    }
-    let bus = Bus::connect(&config.nats, telemetry.clone(), &shutdown).await?;
+    let bus = Bus::start_stage(
+        &config.nats,
+        &config.telemetry,
+        telemetry.clone(),
+        &shutdown,
+    )
+    .await?;
     let mut inbox = bus.inbox(DECIDER).await?;
     let mut decider = Decider::new(config.policy.clone());
     let mut tick = tokio::time::interval(TICK);

@@ -48,10 +48,13 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), DetectorError> {
-    if let Some(listen) = config.telemetry.listen {
-        tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
-    }
-    let bus = Bus::connect(&config.nats, telemetry.clone(), &shutdown).await?;
+    let bus = Bus::start_stage(
+        &config.nats,
+        &config.telemetry,
+        telemetry.clone(),
+        &shutdown,
+    )
+    .await?;
     let mut metrics = bus.inbox(DETECTOR_METRICS).await?;
     let mut events = bus.inbox(DETECTOR_EVENTS).await?;
     let mut engine = RuleEngine::new(config.rules.clone());

@@ -60,10 +60,13 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), ExecutorError> {
-    if let Some(listen) = config.telemetry.listen {
-        tokio::spawn(telemetry.clone().serve(listen, shutdown.clone()));
-    }
-    let bus = Bus::connect(&config.nats, telemetry.clone(), &shutdown).await?;
+    let bus = Bus::start_stage(
+        &config.nats,
+        &config.telemetry,
+        telemetry.clone(),
+        &shutdown,
+    )
+    .await?;
     let results = bus.bucket(EXECUTOR_RESULTS).await?;
     let mut inbox = bus.inbox(EXECUTOR).await?;
     let actuator = Actuator::new(docker::connect()?, config.project.clone());

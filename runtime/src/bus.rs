@@ -19,7 +19,7 @@ use immune_nats::{
     ServiceName, Subject,
 };
 
-use crate::config::BusConfig;
+use crate::config::{BusConfig, TelemetryConfig};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Observation, Telemetry};
 
@@ -135,6 +135,24 @@ impl Bus {
         };
         bus.provision_streams().await?;
         Ok(bus)
+    }
+
+    /// How every stage starts: serve its own `/metrics` when configured, then connect.
+    pub async fn start_stage(
+        nats: &BusConfig,
+        telemetry_config: &TelemetryConfig,
+        telemetry: Telemetry,
+        shutdown: &Shutdown,
+    ) -> Result<Bus, BusError> {
+        if let Some(listen) = telemetry_config.listen {
+            let serving = telemetry.clone().serve(listen, shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) = serving.await {
+                    tracing::error!(%listen, error = %e, "cannot serve /metrics");
+                }
+            });
+        }
+        Bus::connect(nats, telemetry, shutdown).await
     }
 
     async fn provision_streams(&self) -> Result<(), BusError> {

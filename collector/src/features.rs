@@ -1,12 +1,13 @@
 //! Features of one scrape: request rate, error ratio, latency quantiles from histogram
-//! buckets, in-flight requests. Rates are taken over the interval since the previous scrape
-//! of the same instance; a counter that went down (the process restarted) counts from zero,
-//! so a restart never yields a negative or huge rate.
+//! buckets, in-flight requests, rejected (malicious) requests. Rates are taken over the
+//! interval since the previous scrape of the same instance; a counter that went down (the
+//! process restarted) counts from zero, so a restart never yields a negative or huge rate.
 
 use std::collections::BTreeMap;
 
 use immune_nats::feature;
-use prometheus_parse::{Scrape, Value};
+
+use crate::exposition::{self, ExpositionError};
 
 /// Which series carry the signals; suffixes, so `http_requests_total` and
 /// `demo_http_requests_total` both match.
@@ -17,6 +18,8 @@ pub struct SeriesNames {
     pub status_labels: Vec<String>,
     pub latency_histogram_suffix: String,
     pub in_flight_suffix: String,
+    /// Requests refused as malicious (injection, traversal, oversized); feeds `rejected_rate`.
+    pub rejected_suffix: String,
 }
 
 impl Default for SeriesNames {
@@ -26,6 +29,7 @@ impl Default for SeriesNames {
             status_labels: vec!["status".into(), "code".into()],
             latency_histogram_suffix: "http_request_duration_seconds".into(),
             in_flight_suffix: "in_flight_requests".into(),
+            rejected_suffix: "rejected_requests_total".into(),
         }
     }
 }
@@ -36,6 +40,7 @@ pub struct Counters {
     pub at_ms: u64,
     pub requests: f64,
     pub errors: f64,
+    pub rejected: f64,
     /// (upper bound, cumulative count), sorted by bound.
     pub latency_buckets: Vec<(f64, f64)>,
 }
@@ -45,54 +50,61 @@ pub struct Counters {
 pub struct Reading {
     pub counters: Counters,
     pub in_flight: Option<f64>,
+    /// Samples in the exposition.
+    pub samples: usize,
 }
 
-/// Reads the counters and gauges of one exposition.
-pub fn read_counters(scrape: &Scrape, names: &SeriesNames, at_ms: u64) -> Reading {
+/// Reads the counters and gauges of one exposition; a malformed exposition is refused whole.
+pub fn read(text: &str, names: &SeriesNames, at_ms: u64) -> Result<Reading, ExpositionError> {
     let mut counters = Counters {
         at_ms,
         ..Default::default()
     };
     let mut in_flight = None;
-    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    for sample in &scrape.samples {
-        let plain = match &sample.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
-            _ => None,
-        };
-        if sample.metric.ends_with(&names.requests_suffix) {
-            if let Some(v) = plain {
-                counters.requests += v;
-                let server_error = names
-                    .status_labels
-                    .iter()
-                    .find_map(|l| sample.labels.get(l))
-                    .is_some_and(|s| s.starts_with('5'));
-                if server_error {
-                    counters.errors += v;
-                }
+    // Few distinct bounds (about a dozen): a vector beats a map.
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let bucket_suffix = format!("{}_bucket", names.latency_histogram_suffix);
+    let samples = exposition::read(text, |sample| {
+        let name = sample.name;
+        let v = sample.value;
+        if name.ends_with(names.requests_suffix.as_str()) {
+            counters.requests += v;
+            let server_error = names
+                .status_labels
+                .iter()
+                .find_map(|l| sample.label(l))
+                .is_some_and(|s| s.starts_with('5'));
+            if server_error {
+                counters.errors += v;
             }
-        } else if sample.metric.ends_with(&names.in_flight_suffix) {
-            if let Some(v) = plain {
-                *in_flight.get_or_insert(0.0) += v;
+        } else if name.ends_with(bucket_suffix.as_str()) {
+            // Summed across label sets (methods, routes) into one distribution.
+            let Some(bound) = sample.label("le").and_then(|le| parse_bound(le.as_ref())) else {
+                return;
+            };
+            match buckets.iter_mut().find(|(b, _)| *b == bound) {
+                Some((_, count)) => *count += v,
+                None => buckets.push((bound, v)),
             }
-        } else if sample.metric.ends_with(&names.latency_histogram_suffix) {
-            if let Value::Histogram(hist) = &sample.value {
-                // Sum across label sets (methods, routes) into one distribution.
-                for b in hist {
-                    *buckets.entry(b.less_than.to_bits()).or_default() += b.count;
-                }
-            }
+        } else if name.ends_with(names.in_flight_suffix.as_str()) {
+            *in_flight.get_or_insert(0.0) += v;
+        } else if name.ends_with(names.rejected_suffix.as_str()) {
+            counters.rejected += v;
         }
-    }
-    counters.latency_buckets = buckets
-        .into_iter()
-        .map(|(bits, count)| (f64::from_bits(bits), count))
-        .collect();
-    counters.latency_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Reading {
+    })?;
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    counters.latency_buckets = buckets;
+    Ok(Reading {
         counters,
         in_flight,
+        samples,
+    })
+}
+
+fn parse_bound(le: &str) -> Option<f64> {
+    match le {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        _ => le.parse().ok(),
     }
 }
 
@@ -165,6 +177,12 @@ pub fn interval_features(
         0.0
     };
     out.insert(feature::ERROR_RATIO.to_string(), ratio);
+    let rejected = if reset {
+        cur.rejected
+    } else {
+        increase(prev.rejected, cur.rejected)
+    };
+    out.insert(feature::REJECTED_RATE.to_string(), rejected / seconds);
     let same_buckets = prev.latency_buckets.len() == cur.latency_buckets.len()
         && prev
             .latency_buckets
@@ -196,8 +214,8 @@ pub fn interval_features(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Scrape {
-        Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses")
+    fn parse(text: &str) -> Reading {
+        read(text, &SeriesNames::default(), 1000).expect("well-formed")
     }
 
     const EXPOSITION: &str = "# TYPE http_requests_total counter
@@ -219,7 +237,9 @@ http_in_flight_requests 3
         let Reading {
             counters: c,
             in_flight,
-        } = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 1000);
+            samples,
+        } = parse(EXPOSITION);
+        assert_eq!(samples, 9);
         assert_eq!((c.requests, c.errors), (100.0, 10.0));
         assert_eq!(in_flight, Some(3.0));
         assert_eq!(c.latency_buckets.len(), 4);
@@ -231,9 +251,11 @@ http_in_flight_requests 3
             at_ms: 0,
             requests: 0.0,
             errors: 0.0,
+            rejected: 0.0,
             latency_buckets: vec![(0.01, 0.0), (0.1, 0.0), (1.0, 0.0), (f64::INFINITY, 0.0)],
         };
-        let cur = read_counters(&parse(EXPOSITION), &SeriesNames::default(), 2000).counters;
+        let mut cur = parse(EXPOSITION).counters;
+        cur.at_ms = 2000;
         let f = interval_features(Some(&prev), &cur, None);
         assert_eq!(f[feature::REQUEST_RATE], 50.0);
         assert!((f[feature::ERROR_RATIO] - 0.1).abs() < 1e-9);
@@ -248,12 +270,14 @@ http_in_flight_requests 3
             at_ms: 0,
             requests: 1_000_000.0,
             errors: 10.0,
+            rejected: 0.0,
             latency_buckets: vec![(0.1, 1_000_000.0), (f64::INFINITY, 1_000_000.0)],
         };
         let after = Counters {
             at_ms: 1000,
             requests: 5.0,
             errors: 1.0,
+            rejected: 0.0,
             latency_buckets: vec![(0.1, 5.0), (f64::INFINITY, 5.0)],
         };
         let f = interval_features(Some(&before), &after, None);

@@ -1,26 +1,39 @@
 //! The collector: sees every managed service.
 //!
-//! Every interval it lists the containers that opted in (`immune.enable=true`, see
-//! [`immune_runtime::docker::labels`]), probes `/health`, scrapes `/metrics` (each bounded by
-//! a timeout and a size limit, all targets concurrently), extracts [`features`] and publishes
-//! one [`MetricSnapshot`] per instance. Docker lifecycle events (die, oom, start, ...) are
-//! forwarded at once as [`ContainerEvent`]s, so a crash is known without waiting for a scrape.
+//! Targets are containers that opted in with labels (`immune.enable=true`, see
+//! [`immune_runtime::docker::labels`]), kept current from Docker's event stream by the
+//! [`inventory`], plus static targets from the config. Each target has its own task that every
+//! interval probes `/health`, scrapes `/metrics` (read by the strict [`exposition`] reader)
+//! and reads Docker's stats, each bounded in time, extracts [`features`] and publishes one
+//! [`MetricSnapshot`] per instance; the [`rollup`] adds one per service over its replicas.
+//! Docker lifecycle events (die, oom, start, ...) are forwarded at once as
+//! [`ContainerEvent`]s, so a crash is known without waiting for a scrape.
 
+pub mod exposition;
 pub mod features;
+pub mod inventory;
+pub mod rollup;
+pub mod stats;
+pub mod synthetic;
 mod target;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
 use immune_nats::{
-    envelope::now_ms, ContainerEvent, ContainerEventKind, Event, MetricSnapshot, ServiceName, Stage,
+    envelope::now_ms, ContainerEvent, ContainerEventKind, ContainerState, Event, MetricSnapshot,
+    ServiceName, Stage,
 };
-use immune_runtime::docker::{self, labels, ManagedContainer, TargetError};
+use immune_runtime::docker::{self, labels, Endpoint, ManagedContainer, TargetError};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
+use inventory::{Change, Delta, Inventory, Target};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
 
 pub use features::SeriesNames;
 
@@ -36,7 +49,15 @@ pub struct Config {
     pub scrape_timeout_ms: u64,
     /// A larger exposition is refused with a scrape error.
     pub max_exposition_bytes: usize,
+    /// Discover containers through the Docker API (off: static targets only).
+    pub discover_docker: bool,
+    /// A full listing of Docker's containers this often, in case an event was missed.
+    pub resync_ms: u64,
+    /// Read CPU and memory from Docker's stats API every interval.
+    pub docker_stats: bool,
     pub series: SeriesNames,
+    /// Targets outside Docker, scraped the same way.
+    pub targets: Vec<StaticTarget>,
 }
 
 impl Default for Config {
@@ -49,8 +70,72 @@ impl Default for Config {
             probe_timeout_ms: 500,
             scrape_timeout_ms: 800,
             max_exposition_bytes: 4 * 1024 * 1024,
+            discover_docker: true,
+            resync_ms: 15_000,
+            docker_stats: true,
             series: SeriesNames::default(),
+            targets: Vec::new(),
         }
+    }
+}
+
+/// A target given by address rather than discovered (`[[targets]]` in the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTarget {
+    pub service: String,
+    /// Defaults to the service name; must be unique.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// `ip:port` serving both paths.
+    pub address: String,
+    /// Empty: not scraped.
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// Empty: not probed.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+impl StaticTarget {
+    /// The target in the shape discovered containers have.
+    pub fn to_managed(&self) -> Result<ManagedContainer, String> {
+        let service = ServiceName::new(self.service.clone()).map_err(|e| e.to_string())?;
+        let address: SocketAddr = self
+            .address
+            .parse()
+            .map_err(|_| format!("address {:?} is not ip:port", self.address))?;
+        let endpoint = |path: &str| {
+            (!path.is_empty()).then(|| Endpoint {
+                port: address.port(),
+                path: path.to_string(),
+            })
+        };
+        let instance = self
+            .instance
+            .clone()
+            .unwrap_or_else(|| self.service.clone());
+        Ok(ManagedContainer {
+            id: format!("static:{instance}"),
+            name: instance,
+            service,
+            state: ContainerState::Running,
+            address: Some(address.ip()),
+            metrics: endpoint(&self.metrics_path),
+            health: endpoint(&self.health_path),
+            admin: None,
+            chaos: false,
+            project: None,
+            depends_on: Vec::new(),
+        })
     }
 }
 
@@ -66,6 +151,19 @@ impl Config {
         if self.scrape_timeout_ms == 0 || self.scrape_timeout_ms > self.interval_ms {
             return bad("scrape_timeout_ms", "must be between 1 and interval_ms");
         }
+        if self.resync_ms < self.interval_ms {
+            return bad("resync_ms", "must be at least interval_ms");
+        }
+        let mut instances = std::collections::HashSet::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let managed = match t.to_managed() {
+                Ok(m) => m,
+                Err(why) => return bad(&format!("targets[{i}]"), &why),
+            };
+            if !instances.insert(managed.id) {
+                return bad(&format!("targets[{i}].instance"), "used twice");
+            }
+        }
         Ok(())
     }
 }
@@ -76,6 +174,8 @@ pub enum CollectorError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Docker(#[from] TargetError),
+    #[error("invalid config: {0}")]
+    Config(String),
 }
 
 /// Runs until `shutdown`.
@@ -84,6 +184,12 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), CollectorError> {
+    let static_targets = config
+        .targets
+        .iter()
+        .map(StaticTarget::to_managed)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CollectorError::Config)?;
     let bus = Bus::start_stage(
         &config.nats,
         &config.telemetry,
@@ -91,25 +197,130 @@ pub async fn run(
         &shutdown,
     )
     .await?;
-    let docker = docker::connect()?;
-    let events = tokio::spawn(forward_docker_events(
-        docker.clone(),
+    let docker = if config.discover_docker {
+        Some(docker::connect()?)
+    } else {
+        None
+    };
+    let (changes, mut changed) = mpsc::channel::<Change>(1024);
+    let mut background = Vec::new();
+    if let Some(docker) = &docker {
+        background.push(tokio::spawn(forward_docker_events(
+            docker.clone(),
+            bus.clone(),
+            config.project.clone(),
+            changes.clone(),
+            shutdown.clone(),
+        )));
+        background.push(tokio::spawn(resync(
+            docker.clone(),
+            telemetry.clone(),
+            config.project.clone(),
+            Duration::from_millis(config.resync_ms),
+            changes.clone(),
+            shutdown.clone(),
+        )));
+    }
+    drop(changes);
+    let interval = Duration::from_millis(config.interval_ms);
+    let (rollups, rolled) = mpsc::channel(8192);
+    background.push(tokio::spawn(publish_rollups(
         bus.clone(),
-        config.project.clone(),
+        interval,
+        rolled,
         shutdown.clone(),
-    ));
-    let scraper = target::Scraper::new(&config);
-    let mut previous: HashMap<String, features::Counters> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tracing::info!(project = ?config.project, interval_ms = config.interval_ms, "collector running");
+    )));
+    let context = Arc::new(target::Context {
+        scraper: target::Scraper::new(&config),
+        docker: docker.clone(),
+        docker_stats: config.docker_stats,
+        bus: bus.clone(),
+        interval,
+        rollups,
+    });
+    let (mut inventory, deltas) = Inventory::new(static_targets);
+    let mut watched = Watched::default();
+    watched.apply(deltas, &context, &shutdown);
+    tracing::info!(project = ?config.project, interval_ms = config.interval_ms, static_targets = inventory.len(), "collector running");
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
+            change = changed.recv() => match change {
+                Some(change) => {
+                    let deltas = inventory.apply(change);
+                    watched.apply(deltas, &context, &shutdown);
+                }
+                // Only static targets: nothing will change until shutdown.
+                None => shutdown.wait().await,
+            },
+        }
+    }
+    // Target tasks see the shutdown and finish their interval; give them that long.
+    let _ = tokio::time::timeout(interval * 2, watched.join()).await;
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// The running target tasks, by container id.
+#[derive(Default)]
+struct Watched {
+    tasks: HashMap<String, (watch::Sender<Target>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Watched {
+    fn apply(&mut self, deltas: Vec<Delta>, context: &Arc<target::Context>, shutdown: &Shutdown) {
+        for delta in deltas {
+            match delta {
+                Delta::Added(t) => {
+                    tracing::info!(service = %t.container.service, instance = %t.container.name, "watching target");
+                    let id = t.container.id.clone();
+                    let (tx, rx) = watch::channel(t);
+                    let task = tokio::spawn(target::watch(context.clone(), rx, shutdown.clone()));
+                    if let Some((_, old)) = self.tasks.insert(id, (tx, task)) {
+                        old.abort();
+                    }
+                }
+                Delta::Updated(t) => {
+                    if let Some((tx, _)) = self.tasks.get(&t.container.id) {
+                        tx.send_replace(t);
+                    }
+                }
+                Delta::Removed(id) => {
+                    if let Some((_, task)) = self.tasks.remove(&id) {
+                        tracing::info!(container = %id, "target gone");
+                        task.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn join(self) {
+        futures::future::join_all(self.tasks.into_values().map(|(_, task)| task)).await;
+    }
+}
+
+/// Every `resync`, the full list of managed containers, in case an event was missed.
+async fn resync(
+    docker: bollard::Docker,
+    telemetry: Telemetry,
+    project: Option<String>,
+    every: Duration,
+    changes: mpsc::Sender<Change>,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
         let started = std::time::Instant::now();
-        let containers = match docker::list_managed(&docker, config.project.as_deref()).await {
+        let listed = match docker::list_managed(&docker, project.as_deref()).await {
             Ok(list) => list,
             Err(e) => {
                 telemetry.observe(Observation::Failed {
@@ -119,8 +330,9 @@ pub async fn run(
                 continue;
             }
         };
-        let mut managed = Vec::with_capacity(containers.len());
-        for c in containers {
+        telemetry.time("discovery", started.elapsed());
+        let mut managed = Vec::with_capacity(listed.len());
+        for c in listed {
             match c {
                 Ok(c) => managed.push(c),
                 Err(e) => telemetry.observe(Observation::Refused {
@@ -129,31 +341,42 @@ pub async fn run(
                 }),
             }
         }
-        let observed = futures::future::join_all(managed.iter().map(|c| scraper.observe(c))).await;
-        let mut snapshots = Vec::with_capacity(observed.len());
-        for (container, observation) in managed.iter().zip(observed) {
-            snapshots.push(observation.into_snapshot(container, config.interval_ms, &mut previous));
+        if changes.send(Change::Listed(managed)).await.is_err() {
+            return;
         }
-        previous.retain(|id, _| managed.iter().any(|c| &c.id == id));
-        let published = futures::future::join_all(
-            snapshots
-                .into_iter()
-                .map(|s| bus.publish(None, Event::MetricSnapshot(s))),
-        )
-        .await;
-        for result in published {
-            if let Err(e) = result {
-                telemetry.observe(Observation::Failed {
-                    what: "publish_snapshot",
-                    error: &e.to_string(),
-                });
+    }
+}
+
+/// Publishes one roll-up per service every interval, over the instances seen in it.
+async fn publish_rollups(
+    bus: Bus,
+    interval: Duration,
+    mut snapshots: mpsc::Receiver<MetricSnapshot>,
+    mut shutdown: Shutdown,
+) {
+    let mut rollups = rollup::Rollups::default();
+    let interval_ms = interval.as_millis() as u64;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            Some(s) = snapshots.recv() => rollups.record(s),
+            _ = tick.tick() => {
+                let now = now_ms();
+                // An instance counts while its latest snapshot is from the last interval and a half.
+                let since = now.saturating_sub(interval_ms * 3 / 2);
+                for snapshot in rollups.roll_up(now, since, interval_ms) {
+                    if let Err(e) = bus.publish(None, Event::MetricSnapshot(snapshot)).await {
+                        bus.telemetry().observe(Observation::Failed {
+                            what: "publish_rollup",
+                            error: &e.to_string(),
+                        });
+                    }
+                }
             }
         }
-        telemetry.time("collection", started.elapsed());
     }
-    events.abort();
-    tracing::info!("collector stopped");
-    Ok(())
 }
 
 /// Forwards lifecycle events of managed containers as they happen; reconnects to Docker's
@@ -162,6 +385,7 @@ async fn forward_docker_events(
     docker: bollard::Docker,
     bus: Bus,
     project: Option<String>,
+    changes: mpsc::Sender<Change>,
     mut shutdown: Shutdown,
 ) {
     let mut label_filters = vec![format!("{}=true", labels::ENABLE)];
@@ -190,6 +414,26 @@ async fn forward_docker_events(
                     attempt = 0;
                     if let Some(event) = container_event(&message) {
                         let service = event.service.to_string();
+                        let change = match event.kind {
+                            ContainerEventKind::Destroyed => Some(Change::Removed {
+                                id: event.container_id.clone(),
+                            }),
+                            _ => {
+                                match docker::inspect_managed(&docker, &event.container_id).await {
+                                    Ok(container) => Some(Change::Seen {
+                                        container: Box::new(container),
+                                        started: event.kind == ContainerEventKind::Started,
+                                    }),
+                                    Err(e) => {
+                                        bus.telemetry().observe(Observation::Failed {
+                                            what: "inspect",
+                                            error: &e.to_string(),
+                                        });
+                                        None
+                                    }
+                                }
+                            }
+                        };
                         if let Err(e) = bus.publish(None, Event::ContainerEvent(event)).await {
                             bus.telemetry().observe(Observation::Failed {
                                 what: "publish_event",
@@ -200,6 +444,11 @@ async fn forward_docker_events(
                                 what: "container_event",
                                 service: &service,
                             });
+                        }
+                        if let Some(change) = change {
+                            if changes.send(change).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -252,21 +501,3 @@ fn container_event(message: &bollard::models::EventMessage) -> Option<ContainerE
 
 /// Used by `main` and tests: the stage name for config and telemetry.
 pub const STAGE: Stage = Stage::Collector;
-
-/// Kept here so `ManagedContainer` stays the only description of a target.
-pub(crate) type Target = ManagedContainer;
-
-/// A snapshot builder used by `target`, split out for unit tests.
-pub(crate) fn snapshot_of(target: &Target, interval_ms: u64) -> MetricSnapshot {
-    MetricSnapshot {
-        service: target.service.clone(),
-        instance: target.name.clone(),
-        container_id: target.id.clone(),
-        observed_ms: now_ms(),
-        interval_ms,
-        state: target.state,
-        health: None,
-        scrape: None,
-        features: Default::default(),
-    }
-}

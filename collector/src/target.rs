@@ -1,14 +1,34 @@
-//! Probing `/health` and scraping `/metrics` of one target, each bounded in time and size.
+//! Watching one target: every interval, probe `/health`, scrape `/metrics` and read Docker's
+//! stats at the same time, each bounded in time (and the exposition in size), and publish one
+//! snapshot. Each target has its own task, so a slow or hanging target delays nobody else.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use immune_nats::{feature, ContainerState, HealthProbe, MetricSnapshot, ScrapeOutcome};
+use immune_nats::{
+    envelope::now_ms, feature, ContainerState, Event, HealthProbe, MetricSnapshot, ScrapeOutcome,
+    SnapshotScope,
+};
+use immune_runtime::telemetry::Observation;
+use immune_runtime::{Bus, Shutdown};
+use tokio::sync::{mpsc, watch};
 
-use crate::features::{self, Reading, SeriesNames};
-use crate::{snapshot_of, Config, Target};
+use crate::features::{self, Counters, Reading, SeriesNames};
+use crate::inventory::{Source, Target};
+use crate::stats::{self, Usage};
+use crate::Config;
 
-#[derive(Debug)]
+/// What every target task shares.
+pub(crate) struct Context {
+    pub scraper: Scraper,
+    pub docker: Option<bollard::Docker>,
+    pub docker_stats: bool,
+    pub bus: Bus,
+    pub interval: Duration,
+    /// Instance snapshots also go to the roll-up of their service.
+    pub rollups: mpsc::Sender<MetricSnapshot>,
+}
+
 pub(crate) struct Scraper {
     client: reqwest::Client,
     probe_timeout: Duration,
@@ -17,13 +37,32 @@ pub(crate) struct Scraper {
     series: SeriesNames,
 }
 
-/// What one interval found out about a target.
-#[derive(Debug)]
-pub(crate) struct Observed {
-    health: Option<HealthProbe>,
-    scrape: Option<(ScrapeOutcome, Option<Reading>)>,
-    at_ms: u64,
+/// Why a scrape gave nothing usable; a stable name for the failure counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScrapeFailure {
+    Timeout,
+    Unreachable,
+    Status,
+    TooLarge,
+    NotUtf8,
+    Malformed,
 }
+
+impl ScrapeFailure {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ScrapeFailure::Timeout => "scrape_timeout",
+            ScrapeFailure::Unreachable => "scrape_unreachable",
+            ScrapeFailure::Status => "scrape_status",
+            ScrapeFailure::TooLarge => "scrape_too_large",
+            ScrapeFailure::NotUtf8 => "scrape_not_utf8",
+            ScrapeFailure::Malformed => "scrape_malformed",
+        }
+    }
+}
+
+/// A scrape's outcome, and its reading when it succeeded.
+type Scraped = (ScrapeOutcome, Result<Reading, ScrapeFailure>);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -40,44 +79,6 @@ impl Scraper {
             scrape_timeout: Duration::from_millis(config.scrape_timeout_ms),
             max_bytes: config.max_exposition_bytes,
             series: config.series.clone(),
-        }
-    }
-
-    pub(crate) async fn observe(&self, target: &Target) -> Observed {
-        let at_ms = immune_nats::envelope::now_ms();
-        if target.state != ContainerState::Running {
-            return Observed {
-                health: None,
-                scrape: None,
-                at_ms,
-            };
-        }
-        let Some(address) = target.address else {
-            let health = Some(HealthProbe {
-                ok: false,
-                status: None,
-                latency_ms: 0.0,
-                error: Some("container has no network address".into()),
-            });
-            return Observed {
-                health,
-                scrape: None,
-                at_ms,
-            };
-        };
-        let health = async {
-            let endpoint = target.health.as_ref()?;
-            Some(self.probe(&endpoint.url(address)).await)
-        };
-        let scrape = async {
-            let endpoint = target.metrics.as_ref()?;
-            Some(self.scrape(&endpoint.url(address), at_ms).await)
-        };
-        let (health, scrape) = tokio::join!(health, scrape);
-        Observed {
-            health,
-            scrape,
-            at_ms,
         }
     }
 
@@ -110,106 +111,266 @@ impl Scraper {
         }
     }
 
-    async fn scrape(&self, url: &str, at_ms: u64) -> (ScrapeOutcome, Option<Reading>) {
+    async fn scrape(&self, url: &str, at_ms: u64) -> Scraped {
         let started = Instant::now();
         let body = tokio::time::timeout(self.scrape_timeout, self.fetch(url)).await;
         let latency_ms = ms(started.elapsed());
-        let failed = |error: String, bytes: usize| {
-            (
-                ScrapeOutcome {
-                    ok: false,
-                    samples: 0,
-                    bytes: bytes as u32,
-                    latency_ms,
-                    error: Some(error),
-                },
-                None,
-            )
+        let failed = |kind: ScrapeFailure, error: String, bytes: usize| {
+            let outcome = ScrapeOutcome {
+                ok: false,
+                samples: 0,
+                bytes: bytes as u32,
+                latency_ms,
+                error: Some(error),
+            };
+            (outcome, Err(kind))
         };
         let text = match body {
-            Err(_) => return failed(format!("no exposition within {:?}", self.scrape_timeout), 0),
-            Ok(Err(e)) => return failed(e, 0),
+            Err(_) => {
+                let why = format!("no exposition within {:?}", self.scrape_timeout);
+                return failed(ScrapeFailure::Timeout, why, 0);
+            }
+            Ok(Err((kind, why))) => return failed(kind, why, 0),
             Ok(Ok(text)) => text,
         };
-        match prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))) {
-            Ok(parsed) => {
-                let samples = parsed.samples.len() as u32;
-                let counters = features::read_counters(&parsed, &self.series, at_ms);
-                (
-                    ScrapeOutcome {
-                        ok: true,
-                        samples,
-                        bytes: text.len() as u32,
-                        latency_ms,
-                        error: None,
-                    },
-                    Some(counters),
-                )
+        match features::read(&text, &self.series, at_ms) {
+            Ok(reading) => {
+                let outcome = ScrapeOutcome {
+                    ok: true,
+                    samples: reading.samples as u32,
+                    bytes: text.len() as u32,
+                    latency_ms,
+                    error: None,
+                };
+                (outcome, Ok(reading))
             }
-            Err(e) => failed(format!("malformed exposition: {e}"), text.len()),
+            Err(e) => failed(
+                ScrapeFailure::Malformed,
+                format!("malformed exposition: {e}"),
+                text.len(),
+            ),
         }
     }
 
     /// The body, refused past the size limit before it is all read.
-    async fn fetch(&self, url: &str) -> Result<String, String> {
+    async fn fetch(&self, url: &str) -> Result<String, (ScrapeFailure, String)> {
         let mut response = self
             .client
             .get(url)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (ScrapeFailure::Unreachable, e.to_string()))?;
         if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
+            let why = format!("status {}", response.status());
+            return Err((ScrapeFailure::Status, why));
+        }
+        let too_large = || {
+            let why = format!("exposition larger than {} bytes", self.max_bytes);
+            (ScrapeFailure::TooLarge, why)
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
+            return Err(too_large());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| (ScrapeFailure::Unreachable, e.to_string()))?
+        {
             if body.len() + chunk.len() > self.max_bytes {
-                return Err(format!("exposition larger than {} bytes", self.max_bytes));
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
-        String::from_utf8(body).map_err(|_| "exposition is not UTF-8".to_string())
+        String::from_utf8(body).map_err(|_| {
+            (
+                ScrapeFailure::NotUtf8,
+                "exposition is not UTF-8".to_string(),
+            )
+        })
     }
 }
 
-impl Observed {
-    /// The snapshot of this interval; remembers this scrape's counters for the next one.
-    pub(crate) fn into_snapshot(
-        self,
-        target: &Target,
-        interval_ms: u64,
-        previous: &mut HashMap<String, features::Counters>,
-    ) -> MetricSnapshot {
-        let mut snapshot = snapshot_of(target, interval_ms);
-        snapshot.observed_ms = self.at_ms;
-        if let Some(h) = &self.health {
-            snapshot
-                .features
-                .insert(feature::HEALTH_OK.into(), if h.ok { 1.0 } else { 0.0 });
-            snapshot
-                .features
-                .insert(feature::PROBE_LATENCY_MS.into(), h.latency_ms);
+/// What a target's task carries from one interval to the next.
+#[derive(Debug, Default)]
+struct Memory {
+    counters: Option<Counters>,
+    usage: Option<Usage>,
+    starts: u64,
+}
+
+/// Watches one target until shutdown (or until its task is aborted when the target goes).
+pub(crate) async fn watch(
+    ctx: Arc<Context>,
+    mut target: watch::Receiver<Target>,
+    mut shutdown: Shutdown,
+) {
+    // Spread the targets over the interval so that they are not all scraped at once.
+    let offset = {
+        let id = &target.borrow().container.id;
+        let hash = id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        Duration::from_millis(hash % ctx.interval.as_millis().max(1) as u64)
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, ctx.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut memory = Memory {
+        starts: target.borrow().starts,
+        ..Default::default()
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
         }
-        if let Some((outcome, counters)) = self.scrape {
-            snapshot.features.insert(
-                feature::SCRAPE_OK.into(),
-                if outcome.ok { 1.0 } else { 0.0 },
+        let current = target.borrow_and_update().clone();
+        let snapshot = observe(&ctx, &current, &mut memory).await;
+        let service = snapshot.service.to_string();
+        let scraped_ok = snapshot.scrape.as_ref().map(|s| s.ok);
+        if ctx.rollups.try_send(snapshot.clone()).is_err() {
+            ctx.bus.telemetry().observe(Observation::Failed {
+                what: "rollup_full",
+                error: "the roll-up queue is full; this snapshot is not in its service's roll-up",
+            });
+        }
+        match ctx.bus.publish(None, Event::MetricSnapshot(snapshot)).await {
+            Ok(_) if scraped_ok == Some(true) => ctx.bus.telemetry().observe(Observation::Acted {
+                what: "scrape",
+                service: &service,
+            }),
+            Ok(_) => {}
+            Err(e) => ctx.bus.telemetry().observe(Observation::Failed {
+                what: "publish_snapshot",
+                error: &e.to_string(),
+            }),
+        }
+    }
+}
+
+/// One interval of one target: probe, scrape and stats at once, then the snapshot.
+async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricSnapshot {
+    let telemetry = ctx.bus.telemetry();
+    let container = &target.container;
+    let at_ms = now_ms();
+    let running = container.state == ContainerState::Running;
+    let address = container.address;
+    let health = async {
+        let url = container.health.as_ref()?.url(address?);
+        let started = Instant::now();
+        let probe = ctx.scraper.probe(&url).await;
+        telemetry.time("probe", started.elapsed());
+        Some(probe)
+    };
+    let scrape = async {
+        let url = container.metrics.as_ref()?.url(address?);
+        let started = Instant::now();
+        let scraped = ctx.scraper.scrape(&url, at_ms).await;
+        telemetry.time("scrape", started.elapsed());
+        Some(scraped)
+    };
+    let usage = async {
+        let docker = ctx.docker.as_ref().filter(|_| ctx.docker_stats)?;
+        if target.source != Source::Docker {
+            return None;
+        }
+        let started = Instant::now();
+        let usage = stats::read(docker, &container.id, at_ms).await;
+        telemetry.time("stats", started.elapsed());
+        match usage {
+            Ok(u) => Some(u),
+            Err(e) => {
+                telemetry.observe(Observation::Failed {
+                    what: "stats",
+                    error: &e.to_string(),
+                });
+                None
+            }
+        }
+    };
+    let (mut health, scrape, usage) = if running {
+        tokio::join!(health, scrape, usage)
+    } else {
+        (None, None, None)
+    };
+    if running && address.is_none() && container.health.is_some() {
+        health = Some(HealthProbe {
+            ok: false,
+            status: None,
+            latency_ms: 0.0,
+            error: Some("container has no network address".into()),
+        });
+    }
+    let mut snapshot = MetricSnapshot {
+        service: container.service.clone(),
+        instance: container.name.clone(),
+        container_id: container.id.clone(),
+        observed_ms: at_ms,
+        interval_ms: ctx.interval.as_millis() as u64,
+        state: container.state,
+        health: None,
+        scrape: None,
+        features: Default::default(),
+        scope: SnapshotScope::Instance,
+        replicas: None,
+    };
+    let f = &mut snapshot.features;
+    f.insert(
+        feature::RESTARTS.into(),
+        target.starts.saturating_sub(memory.starts) as f64,
+    );
+    memory.starts = target.starts;
+    if let Some(h) = &health {
+        f.insert(feature::HEALTH_OK.into(), if h.ok { 1.0 } else { 0.0 });
+        f.insert(feature::PROBE_LATENCY_MS.into(), h.latency_ms);
+        if !h.ok {
+            telemetry.observe(Observation::Failed {
+                what: "probe",
+                error: h.error.as_deref().unwrap_or("failed"),
+            });
+        }
+    }
+    if let Some(u) = usage {
+        f.insert(feature::MEMORY_BYTES.into(), u.memory_bytes as f64);
+        if let Some(limit) = u.memory_limit {
+            f.insert(
+                feature::MEMORY_RATIO.into(),
+                u.memory_bytes as f64 / limit as f64,
             );
-            if let Some(Reading {
+        }
+        if let Some(cores) = memory.usage.and_then(|p| stats::cpu_cores(&p, &u)) {
+            f.insert(feature::CPU_CORES.into(), cores);
+        }
+        memory.usage = Some(u);
+    }
+    if let Some((outcome, reading)) = scrape {
+        f.insert(
+            feature::SCRAPE_OK.into(),
+            if outcome.ok { 1.0 } else { 0.0 },
+        );
+        match reading {
+            Ok(Reading {
                 counters,
                 in_flight,
-            }) = counters
-            {
-                snapshot.features.extend(features::interval_features(
-                    previous.get(&target.id),
+                ..
+            }) => {
+                f.extend(features::interval_features(
+                    memory.counters.as_ref(),
                     &counters,
                     in_flight,
                 ));
-                previous.insert(target.id.clone(), counters);
+                memory.counters = Some(counters);
             }
-            snapshot.scrape = Some(outcome);
+            Err(kind) => telemetry.observe(Observation::Failed {
+                what: kind.as_str(),
+                error: outcome.error.as_deref().unwrap_or_default(),
+            }),
         }
-        snapshot.health = self.health;
-        snapshot
+        snapshot.scrape = Some(outcome);
     }
+    snapshot.health = health;
+    snapshot
 }

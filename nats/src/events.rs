@@ -62,8 +62,13 @@ pub mod feature {
     pub const LATENCY_P95_MS: &str = "latency_p95_ms";
     pub const LATENCY_P99_MS: &str = "latency_p99_ms";
     pub const IN_FLIGHT: &str = "in_flight";
+    /// CPU used over the last interval, in cores (1.0 = one core busy).
     pub const CPU_CORES: &str = "cpu_cores";
+    /// Memory in use, page cache excluded (as `docker stats` shows it).
     pub const MEMORY_BYTES: &str = "memory_bytes";
+    /// Memory in use over the container's limit, when it has one.
+    pub const MEMORY_RATIO: &str = "memory_ratio";
+    /// Times the container started during the last interval (0 normally).
     pub const RESTARTS: &str = "restarts";
     pub const PROBE_LATENCY_MS: &str = "probe_latency_ms";
     pub const HEALTH_OK: &str = "health_ok";
@@ -134,6 +139,35 @@ pub struct MetricSnapshot {
     pub scrape: Option<ScrapeOutcome>,
     /// Named features (see [`feature`]); absent when not measurable this interval.
     pub features: BTreeMap<String, f64>,
+    /// One container, or the roll-up of all replicas of the service. Absent in v1 messages
+    /// written before roll-ups existed, which were all per instance.
+    #[serde(default)]
+    pub scope: SnapshotScope,
+    /// For a service roll-up: how many replicas it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Replicas>,
+}
+
+/// What a [`MetricSnapshot`] describes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotScope {
+    /// One container (`instance` is its name).
+    #[default]
+    Instance,
+    /// Every replica of the service over the interval (`instance` is [`SERVICE_INSTANCE`]).
+    Service,
+}
+
+/// The `instance` of a service roll-up.
+pub const SERVICE_INSTANCE: &str = "*";
+
+/// The replicas behind a service roll-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicas {
+    pub total: u32,
+    pub running: u32,
+    pub healthy: u32,
 }
 
 /// A Docker lifecycle event of a managed container, published as soon as Docker reports it.

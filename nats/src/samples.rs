@@ -59,6 +59,8 @@ pub fn metric_snapshot() -> MetricSnapshot {
             error: None,
         }),
         features,
+        scope: SnapshotScope::Instance,
+        replicas: None,
     }
 }
 

@@ -292,7 +292,10 @@ fn parse_value(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn all(text: &str) -> Result<Vec<(String, Vec<(String, String)>, f64)>, ExpositionError> {
+    /// (name, labels, value) of one sample, owned.
+    type Owned = (String, Vec<(String, String)>, f64);
+
+    fn all(text: &str) -> Result<Vec<Owned>, ExpositionError> {
         let mut out = Vec::new();
         read(text, |s| {
             let labels = s

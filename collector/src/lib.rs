@@ -53,8 +53,11 @@ pub struct Config {
     pub discover_docker: bool,
     /// A full listing of Docker's containers this often, in case an event was missed.
     pub resync_ms: u64,
-    /// Read CPU and memory from Docker's stats API every interval.
+    /// Read CPU and memory of discovered containers every interval.
     pub docker_stats: bool,
+    /// The host's cgroup tree (in a container: where it is mounted read-only); when a
+    /// container's cgroup is not found there, Docker's stats API is used instead.
+    pub cgroup_root: std::path::PathBuf,
     pub series: SeriesNames,
     /// Targets outside Docker, scraped the same way.
     pub targets: Vec<StaticTarget>,
@@ -73,6 +76,7 @@ impl Default for Config {
             discover_docker: true,
             resync_ms: 15_000,
             docker_stats: true,
+            cgroup_root: "/sys/fs/cgroup".into(),
             series: SeriesNames::default(),
             targets: Vec::new(),
         }
@@ -233,7 +237,7 @@ pub async fn run(
     let context = Arc::new(target::Context {
         scraper: target::Scraper::new(&config),
         docker: docker.clone(),
-        docker_stats: config.docker_stats,
+        cgroup_root: config.docker_stats.then(|| config.cgroup_root.clone()),
         bus: bus.clone(),
         interval,
         rollups,

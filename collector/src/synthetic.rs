@@ -37,11 +37,13 @@ const BOUNDS: [&str; 11] = [
 
 /// A realistic exposition of exactly `series` samples (at least about 400: the request
 /// counters, histograms, summary and process gauges; the rest are per-shard counters).
-/// Counters grow with `tick`, 5xx are about 2% of requests, latencies around 20 ms.
-pub fn exposition(series: usize, tick: u64) -> String {
+/// Counters grow with `seconds` (since the target started), 5xx are about 2% of requests,
+/// latencies around 20 ms.
+pub fn exposition(series: usize, seconds: f64) -> String {
     let mut out = String::with_capacity(series * 90);
     let mut written = 0usize;
-    let t = tick as f64;
+    let t = seconds;
+    let tick = seconds as u64;
     out.push_str("# HELP http_requests_total Requests served, by method, route and status.\n");
     out.push_str("# TYPE http_requests_total counter\n");
     for (r, route) in ROUTES.iter().enumerate() {
@@ -205,12 +207,12 @@ fn behaviour(shared: &Shared) -> Behaviour {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let tick = shared.started.elapsed().as_secs();
+    let seconds = shared.started.elapsed().as_secs_f64();
     match behaviour(&shared) {
-        Behaviour::Healthy { series } => exposition(series, tick).into_response(),
+        Behaviour::Healthy { series } => exposition(series, seconds).into_response(),
         Behaviour::Text(text) => text.into_response(),
         Behaviour::Truncated => {
-            let text = exposition(500, tick);
+            let text = exposition(500, seconds);
             let cut = text.len() / 2;
             let cut = (cut..text.len())
                 .find(|&i| text.is_char_boundary(i) && text.as_bytes()[i] != b'\n')
@@ -245,7 +247,7 @@ mod tests {
     #[test]
     fn writes_exactly_the_series_asked_for() {
         for series in [500, 1000, 2500] {
-            let text = exposition(series, 42);
+            let text = exposition(series, 42.0);
             let n = crate::exposition::read(&text, |_| {}).expect("well-formed");
             assert_eq!(n, series);
         }

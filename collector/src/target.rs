@@ -15,14 +15,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::features::{self, Counters, Reading, SeriesNames};
 use crate::inventory::{Source, Target};
-use crate::stats::{self, Usage};
+use crate::stats::{self, Cgroup, StatsError, Usage};
 use crate::Config;
 
 /// What every target task shares.
 pub(crate) struct Context {
     pub scraper: Scraper,
     pub docker: Option<bollard::Docker>,
-    pub docker_stats: bool,
+    /// Where the host's cgroup tree is; `None` when CPU and memory are not read.
+    pub cgroup_root: Option<std::path::PathBuf>,
     pub bus: Bus,
     pub interval: Duration,
     /// Instance snapshots also go to the roll-up of their service.
@@ -200,6 +201,56 @@ struct Memory {
     counters: Option<Counters>,
     usage: Option<Usage>,
     starts: u64,
+    cgroup: Option<Cgroup>,
+    /// A read through Docker's API still under way (the fallback without cgroup files).
+    pending: Option<tokio::task::JoinHandle<Result<Usage, StatsError>>>,
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.abort();
+        }
+    }
+}
+
+/// CPU and memory now: from the cgroup files when they can be found, else the newest
+/// finished read through Docker's API (never waiting for one).
+fn read_usage(
+    ctx: &Context,
+    target: &Target,
+    memory: &mut Memory,
+    at_ms: u64,
+) -> Option<Result<Usage, StatsError>> {
+    let root = ctx.cgroup_root.as_ref()?;
+    if target.source != Source::Docker || target.container.state != ContainerState::Running {
+        return None;
+    }
+    let id = &target.container.id;
+    if memory.cgroup.is_none() {
+        memory.cgroup = Cgroup::find(root, id);
+    }
+    if let Some(cgroup) = &memory.cgroup {
+        let read = cgroup.read(at_ms);
+        if read.is_err() {
+            memory.cgroup = None;
+        }
+        return Some(read);
+    }
+    let docker = ctx.docker.clone()?;
+    let finished = match memory.pending.take() {
+        Some(p) if p.is_finished() => futures::FutureExt::now_or_never(p),
+        Some(p) => {
+            memory.pending = Some(p);
+            return None;
+        }
+        None => None,
+    };
+    let id = id.clone();
+    memory.pending = Some(tokio::spawn(async move {
+        stats::read_docker(&docker, &id, now_ms()).await
+    }));
+    finished.and_then(Result::ok)
 }
 
 /// Watches one target until shutdown (or until its task is aborted when the target goes).
@@ -218,10 +269,8 @@ pub(crate) async fn watch(
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, ctx.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut memory = Memory {
-        starts: target.borrow().starts,
-        ..Default::default()
-    };
+    let mut memory = Memory::default();
+    memory.starts = target.borrow().starts;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -272,29 +321,25 @@ async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricS
         telemetry.time("scrape", started.elapsed());
         Some(scraped)
     };
-    let usage = async {
-        let docker = ctx.docker.as_ref().filter(|_| ctx.docker_stats)?;
-        if target.source != Source::Docker {
-            return None;
+    let started = Instant::now();
+    let usage = match read_usage(ctx, target, memory, at_ms) {
+        Some(Ok(u)) => {
+            telemetry.time("stats", started.elapsed());
+            Some(u)
         }
-        let started = Instant::now();
-        let usage = stats::read(docker, &container.id, at_ms).await;
-        telemetry.time("stats", started.elapsed());
-        match usage {
-            Ok(u) => Some(u),
-            Err(e) => {
-                telemetry.observe(Observation::Failed {
-                    what: "stats",
-                    error: &e.to_string(),
-                });
-                None
-            }
+        Some(Err(e)) => {
+            telemetry.observe(Observation::Failed {
+                what: "stats",
+                error: &e.to_string(),
+            });
+            None
         }
+        None => None,
     };
-    let (mut health, scrape, usage) = if running {
-        tokio::join!(health, scrape, usage)
+    let (mut health, scrape) = if running {
+        tokio::join!(health, scrape)
     } else {
-        (None, None, None)
+        (None, None)
     };
     if running && address.is_none() && container.health.is_some() {
         health = Some(HealthProbe {

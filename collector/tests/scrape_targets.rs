@@ -208,8 +208,7 @@ async fn bad_targets_give_errors_and_delay_nobody() {
     let rollup = seen["*"]
         .iter()
         .map(|(_, s)| s)
-        .filter(|s| s.service.as_str() == "shop" && s.scope == SnapshotScope::Service)
-        .last()
+        .rfind(|s| s.service.as_str() == "shop" && s.scope == SnapshotScope::Service)
         .expect("a roll-up of shop");
     assert_eq!(rollup.replicas.map(|r| (r.total, r.healthy)), Some((2, 2)));
     let rate = |i: &str| seen[i].last().expect("last").1.features[feature::REQUEST_RATE];

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    next_result, request, started_at, starts_between, stored_results, unix_now, Cleanup, Running,
-    World,
+    fresh_since, next_result, request, results_for, started_at, starts_between, stored_results,
+    unix_now, Cleanup, Running, World,
 };
 use immune_nats::{ActionKind, ActionOutcome, ServiceName};
 use immune_testkit::{DemoContainer, DemoSpec};
@@ -88,7 +88,7 @@ async fn a_redelivered_request_republishes_and_does_not_act_twice() {
     let _cleanup = Cleanup::project(&world.project);
     let executor = Running::start(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
-    let since = unix_now();
+    let since = fresh_since().await;
     let r = request(&demo, ActionKind::Restart, &[]);
     let mut results = world.results(&r.service).await;
     world.publish(&r).await;
@@ -127,7 +127,7 @@ async fn two_instances_share_the_work_and_never_act_on_one_container_at_once() {
     }
     // Give both instances time to open their pull requests.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let since = unix_now();
+    let since = fresh_since().await;
     let service = ServiceName::new("orders").expect("name");
     let mut results = world.results(&service).await;
     let mut requests = Vec::new();
@@ -138,9 +138,11 @@ async fn two_instances_share_the_work_and_never_act_on_one_container_at_once() {
             requests.push(r);
         }
     }
+    let ids: Vec<String> = requests.iter().map(|r| r.action_id.clone()).collect();
+    let all = results_for(&mut results, &ids, Duration::from_secs(60)).await;
     let mut by_container: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
     for r in &requests {
-        let result = next_result(&mut results, &r.action_id, Duration::from_secs(60)).await;
+        let result = &all[&r.action_id];
         assert_eq!(
             result.outcome,
             ActionOutcome::Succeeded,

@@ -71,7 +71,7 @@ async fn killed_mid_restart_the_restart_happens_once() {
         "executor-first",
         &dir.path().join("first.log"),
     ));
-    let since = unix_now();
+    let since = common::fresh_since().await;
     let r = request(&demo, ActionKind::Restart, &[("stop_grace_s", "10")]);
     let mut results = world.results(&r.service).await;
     let mut audit = world

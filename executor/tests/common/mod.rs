@@ -269,6 +269,45 @@ pub async fn starts_between(
     .await
 }
 
+/// A Unix second after every event so far (Docker filters events by whole seconds).
+pub async fn fresh_since() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(
+        1_000 - u64::from(now.subsec_millis()) + 20,
+    ))
+    .await;
+    unix_now()
+}
+
+/// Every result for `action_ids`, in any order.
+pub async fn results_for(
+    results: &mut async_nats::Subscriber,
+    action_ids: &[String],
+    limit: Duration,
+) -> std::collections::HashMap<String, ActionResult> {
+    let mut found = std::collections::HashMap::new();
+    within(
+        limit,
+        "a result for every request (is each executor consuming?)",
+        async {
+            while found.len() < action_ids.len() {
+                let m = results.next().await.expect("results subscription open");
+                if let Ok(env) = decode(&m.payload) {
+                    if let Event::ActionResult(r) = env.body {
+                        if action_ids.contains(&r.action_id) {
+                            found.insert(r.action_id.clone(), r);
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    found
+}
+
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

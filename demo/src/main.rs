@@ -7,15 +7,27 @@
 //!   `demo_http_request_duration_seconds`, `demo_http_in_flight_requests`.
 //! - `POST /fault` with `{"mode": "crash" | "hang" | "latency" | "errors" | "none", ...}`
 //!   simulates a fault; `/fault` itself keeps answering so a fault can be cleared.
+//! - Admin endpoint (label `immune.admin=8080/admin`), for application-level repairs:
+//!   `POST /admin/throttle {"rps": n}` answers `/` with 429 beyond n requests a second (0 lifts
+//!   it); `POST /admin/circuit {"state": "open"|"closed"}` answers `/` with 503 at once while
+//!   open, without calling upstreams; `POST /admin/flags/<name> {"state": "on"|"off"}` sets a
+//!   feature flag (`upstream_calls` off: `/` answers without calling its upstreams);
+//!   `GET /admin` shows them. In `/metrics`: `demo_admin_rejected_requests_total{reason}`
+//!   (`throttled`, `circuit_open`), `demo_admin_throttle_rps`, `demo_admin_circuit_open`,
+//!   `demo_admin_feature_flag{flag}`.
 //!
 //! `immune-demo-service --loadgen <url> --rps <n>` is the load generator instead.
-//! Environment: `SERVICE_NAME`, `PORT` (8080), `UPSTREAMS` (comma-separated base URLs).
+//! Environment: `SERVICE_NAME`, `PORT` (8080), `UPSTREAMS` (comma-separated base URLs),
+//! `DRAIN_MS` (0): how long it keeps serving after SIGTERM before it exits, like a service
+//! that drains its connections.
 
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -32,6 +44,65 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlagLabel {
+    flag: String,
+}
+
+/// What the admin endpoint has set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+struct AdminState {
+    /// Requests a second `/` serves; 0: no limit.
+    throttle_rps: u64,
+    circuit: CircuitState,
+    flags: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CircuitState {
+    Open,
+    #[default]
+    Closed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThrottleBody {
+    rps: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CircuitBody {
+    state: CircuitState,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlagBody {
+    state: Switch,
+}
+
+/// Requests served in the current one-second window, for the throttle.
+#[derive(Debug, Default)]
+struct Window {
+    second: u64,
+    served: u64,
 }
 
 /// The fault in force.
@@ -69,6 +140,12 @@ struct Service {
     duration: Histogram,
     in_flight: Gauge<i64, AtomicI64>,
     sequence: AtomicU64,
+    admin: Mutex<AdminState>,
+    window: Mutex<Window>,
+    rejected: Family<ReasonLabel, Counter>,
+    throttle_rps: Gauge<i64, AtomicI64>,
+    circuit_open: Gauge<i64, AtomicI64>,
+    flags: Family<FlagLabel, Gauge<i64, AtomicI64>>,
 }
 
 type Shared = Arc<Service>;
@@ -92,6 +169,30 @@ impl Service {
             "Requests being served",
             in_flight.clone(),
         );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let throttle_rps = Gauge::<i64, AtomicI64>::default();
+        let circuit_open = Gauge::<i64, AtomicI64>::default();
+        let flags = Family::<FlagLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "demo_admin_rejected_requests",
+            "Requests refused by the admin settings (throttled, circuit_open)",
+            rejected.clone(),
+        );
+        registry.register(
+            "demo_admin_throttle_rps",
+            "Requests a second served (0: no limit)",
+            throttle_rps.clone(),
+        );
+        registry.register(
+            "demo_admin_circuit_open",
+            "1 while the circuit breaker is open",
+            circuit_open.clone(),
+        );
+        registry.register(
+            "demo_admin_feature_flag",
+            "Feature flags set through the admin endpoint (1 on, 0 off)",
+            flags.clone(),
+        );
         Self {
             name,
             upstreams,
@@ -105,7 +206,39 @@ impl Service {
             duration,
             in_flight,
             sequence: AtomicU64::new(0),
+            admin: Mutex::new(AdminState::default()),
+            window: Mutex::new(Window::default()),
+            rejected,
+            throttle_rps,
+            circuit_open,
+            flags,
         }
+    }
+
+    fn admin(&self) -> AdminState {
+        self.admin.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Whether the admin settings refuse this request, and with which status.
+    fn admission(&self, admin: &AdminState) -> Option<(StatusCode, &'static str)> {
+        if admin.circuit == CircuitState::Open {
+            return Some((StatusCode::SERVICE_UNAVAILABLE, "circuit_open"));
+        }
+        if admin.throttle_rps > 0 {
+            let second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut window = self.window.lock().ok()?;
+            if window.second != second {
+                *window = Window { second, served: 0 };
+            }
+            if window.served >= admin.throttle_rps {
+                return Some((StatusCode::TOO_MANY_REQUESTS, "throttled"));
+            }
+            window.served += 1;
+        }
+        None
     }
 
     /// Waits while the service hangs; returns at once otherwise.
@@ -117,6 +250,19 @@ impl Service {
 
 async fn work(State(svc): State<Shared>) -> impl IntoResponse {
     let started = Instant::now();
+    let admin = svc.admin();
+    if let Some((status, reason)) = svc.admission(&admin) {
+        svc.rejected.get_or_create(&ReasonLabel { reason }).inc();
+        svc.requests
+            .get_or_create(&StatusLabel {
+                status: status.as_u16(),
+            })
+            .inc();
+        return (
+            status,
+            format!("{} {} {reason}\n", svc.name, status.as_u16()),
+        );
+    }
     svc.in_flight.inc();
     svc.unless_hung().await;
     let fault = svc.fault.borrow().clone();
@@ -132,7 +278,8 @@ async fn work(State(svc): State<Shared>) -> impl IntoResponse {
             status = StatusCode::INTERNAL_SERVER_ERROR;
         }
     }
-    for upstream in &svc.upstreams {
+    let call_upstreams = admin.flags.get("upstream_calls").copied().unwrap_or(true);
+    for upstream in svc.upstreams.iter().filter(|_| call_upstreams) {
         let ok = svc
             .client
             .get(format!("{upstream}/"))
@@ -179,6 +326,64 @@ async fn set_fault(State(svc): State<Shared>, Json(fault): Json<Fault>) -> impl 
 
 async fn get_fault(State(svc): State<Shared>) -> Json<Fault> {
     Json(svc.fault.borrow().clone())
+}
+
+async fn get_admin(State(svc): State<Shared>) -> Json<AdminState> {
+    Json(svc.admin())
+}
+
+fn update_admin(svc: &Service, change: impl FnOnce(&mut AdminState)) -> Json<AdminState> {
+    let state = match svc.admin.lock() {
+        Ok(mut admin) => {
+            change(&mut admin);
+            admin.clone()
+        }
+        Err(_) => AdminState::default(),
+    };
+    svc.throttle_rps.set(state.throttle_rps as i64);
+    svc.circuit_open
+        .set(i64::from(state.circuit == CircuitState::Open));
+    for (flag, on) in &state.flags {
+        svc.flags
+            .get_or_create(&FlagLabel { flag: flag.clone() })
+            .set(i64::from(*on));
+    }
+    eprintln!("{}: admin {:?}", svc.name, state);
+    Json(state)
+}
+
+async fn set_throttle(
+    State(svc): State<Shared>,
+    Json(body): Json<ThrottleBody>,
+) -> Json<AdminState> {
+    update_admin(&svc, |a| a.throttle_rps = body.rps)
+}
+
+async fn set_circuit(State(svc): State<Shared>, Json(body): Json<CircuitBody>) -> Json<AdminState> {
+    update_admin(&svc, |a| a.circuit = body.state)
+}
+
+async fn set_flag(
+    State(svc): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<FlagBody>,
+) -> impl IntoResponse {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("flag name {name:?}: letters, digits, _ or - only\n"),
+        )
+            .into_response();
+    }
+    let on = matches!(body.state, Switch::On);
+    update_admin(&svc, |a| {
+        a.flags.insert(name, on);
+    })
+    .into_response()
 }
 
 async fn loadgen(url: String, rps: u64) {
@@ -230,21 +435,38 @@ async fn main() {
         .map(|s| s.trim().trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let drain = Duration::from_millis(
+        std::env::var("DRAIN_MS")
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+    );
     let svc: Shared = Arc::new(Service::new(name.clone(), upstreams));
     let app = Router::new()
         .route("/", get(work))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/fault", post(set_fault).get(get_fault))
+        .route("/admin", get(get_admin))
+        .route("/admin/throttle", post(set_throttle))
+        .route("/admin/circuit", post(set_circuit))
+        .route("/admin/flags/{name}", post(set_flag))
         .with_state(svc);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .expect("bind");
     eprintln!("{name} listening on :{port}");
     // A hung request must not hold up a stop: exit as soon as the signal comes.
+    // DRAIN_MS keeps serving that long after the signal.
+    let serving = axum::serve(listener, app).into_future();
+    tokio::pin!(serving);
     tokio::select! {
-        r = axum::serve(listener, app) => { r.expect("server"); }
+        r = &mut serving => { r.expect("server"); }
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+    if !drain.is_zero() {
+        eprintln!("{name}: draining for {drain:?}");
+        let _ = tokio::time::timeout(drain, &mut serving).await;
     }
 }

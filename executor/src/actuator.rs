@@ -1,9 +1,10 @@
-//! Actuators: carry one action out on one container, after the guards.
+//! Hands one planned [`Step`] to the actuator family that carries it out: Docker
+//! ([`crate::docker_actuators`]) or the service's admin endpoint ([`crate::admin`]).
 
-use bollard::query_parameters::RestartContainerOptions;
-use bollard::Docker;
-use immune_nats::{ActionKind, ActionRequest};
-use immune_runtime::docker::{inspect_managed, TargetError};
+use crate::admin::AdminActuator;
+use crate::docker_actuators::{DockerActuators, Target};
+use crate::ledger::Attempt;
+use crate::plan::{Instance, Step};
 
 /// Why an action did not happen.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -15,58 +16,49 @@ pub enum ActError {
     Failed(String),
 }
 
+/// Every actuator this executor has.
 #[derive(Debug, Clone)]
-pub struct Actuator {
-    docker: Docker,
-    project: Option<String>,
+pub struct Actuators {
+    pub docker: DockerActuators,
+    pub admin: AdminActuator,
 }
 
-impl Actuator {
-    pub fn new(docker: Docker, project: Option<String>) -> Self {
-        Self { docker, project }
-    }
-
-    pub async fn act(&self, request: &ActionRequest) -> Result<(), ActError> {
-        let target = match inspect_managed(&self.docker, &request.container_id).await {
-            Ok(t) => t,
-            Err(e @ (TargetError::NotManaged { .. } | TargetError::BadLabel { .. })) => {
-                return Err(ActError::Refused(e.to_string()))
+impl Actuators {
+    /// Carries `step` out on `target`. `prior` is the earlier attempt at the same action when
+    /// it was cut off; `victim` the replica a scale in removes. Returns what was done.
+    pub async fn act(
+        &self,
+        step: &Step,
+        target: &Target,
+        action_id: &str,
+        prior: Option<&Attempt>,
+        victim: Option<&Instance>,
+    ) -> Result<String, ActError> {
+        match step {
+            Step::Restart { stop_grace_s } => {
+                self.docker.restart(target, *stop_grace_s, prior).await
             }
-            Err(e) => return Err(ActError::Failed(e.to_string())),
-        };
-        if !target.in_project(self.project.as_deref()) {
-            return Err(ActError::Refused(format!(
-                "container {} belongs to project {:?}, this executor serves {:?}",
-                target.name, target.project, self.project
-            )));
-        }
-        if target.service != request.service {
-            return Err(ActError::Refused(format!(
-                "container {} is service {}, not {}",
-                target.name, target.service, request.service
-            )));
-        }
-        match request.action {
-            ActionKind::Restart => {
-                let grace = request
-                    .params
-                    .get("stop_grace_s")
-                    .and_then(|g| g.parse::<i32>().ok())
-                    .unwrap_or(1);
+            Step::Recreate { stop_grace_s } => {
+                self.docker.recreate(target, *stop_grace_s, None).await
+            }
+            Step::Rollback { stop_grace_s } => self.docker.rollback(target, *stop_grace_s).await,
+            Step::ScaleOut => self.docker.scale_out(target, action_id).await,
+            Step::ScaleIn { stop_grace_s } => {
+                let victim = victim
+                    .ok_or_else(|| ActError::Failed("scale in without a chosen replica".into()))?;
+                self.docker.scale_in(victim, *stop_grace_s).await
+            }
+            Step::Pause => self.docker.pause(target).await,
+            Step::Unpause => self.docker.unpause(target).await,
+            Step::UpdateLimits(limits) => self.docker.update_limits(target, *limits).await,
+            Step::ReconnectNetwork { network } => {
                 self.docker
-                    .restart_container(
-                        &target.id,
-                        Some(RestartContainerOptions {
-                            t: Some(grace),
-                            signal: None,
-                        }),
-                    )
+                    .reconnect_network(target, network.as_deref())
                     .await
-                    .map_err(|e| ActError::Failed(e.to_string()))
             }
-            other => Err(ActError::Refused(format!(
-                "action {other} is not supported by this executor"
-            ))),
+            Step::Throttle { .. } | Step::CircuitBreaker { .. } | Step::FeatureFlag { .. } => {
+                self.admin.act(target, step).await
+            }
         }
     }
 }

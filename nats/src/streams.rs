@@ -126,6 +126,15 @@ pub const EXECUTOR_RESULTS: BucketSpec = BucketSpec {
     max_age: DAY,
 };
 
+/// Per-container locks of the executor: created only when absent, renewed by the holder while
+/// it acts, and gone after `max_age` without renewal, so a crashed executor's lock does not
+/// last. Executors may create the bucket with their configured lock TTL instead.
+pub const EXECUTOR_LOCKS: BucketSpec = BucketSpec {
+    name: "immune_executor_locks",
+    history: 1,
+    max_age: Duration::from_secs(15),
+};
+
 /// Faults in force, so a restarted chaos stage still reverts them.
 pub const CHAOS_FAULTS: BucketSpec = BucketSpec {
     name: "immune_chaos_faults",

@@ -275,14 +275,37 @@ impl Bus {
 
     /// Opens (creating when needed) the durable consumer `spec`.
     pub async fn inbox(&self, spec: ConsumerSpec) -> Result<Inbox, BusError> {
+        self.inbox_batched(spec, None).await
+    }
+
+    /// Like [`Bus::inbox`], but pulls at most `max_batch` messages at a time (instead of the
+    /// client's default of hundreds), so instances sharing the consumer share the work
+    /// rather than one of them holding every pending message.
+    pub async fn inbox_batched(
+        &self,
+        spec: ConsumerSpec,
+        max_batch: Option<usize>,
+    ) -> Result<Inbox, BusError> {
         let consumer = self.consumer(spec).await?;
-        let messages = consumer.messages().await.map_err(|e| BusError::Provision {
+        let provision = |e: String| BusError::Provision {
             what: format!("consumer {}", spec.durable),
-            reason: e.to_string(),
-        })?;
+            reason: e,
+        };
+        let messages = match max_batch {
+            None => consumer.messages().await,
+            Some(n) => {
+                consumer
+                    .stream()
+                    .max_messages_per_batch(n.max(1))
+                    .messages()
+                    .await
+            }
+        }
+        .map_err(|e| provision(e.to_string()))?;
         Ok(Inbox {
             bus: self.clone(),
             spec,
+            max_batch,
             messages,
         })
     }
@@ -373,9 +396,25 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub async fn ack(self) -> Result<(), BusError> {
+    pub async fn ack(&self) -> Result<(), BusError> {
         self.message
             .double_ack()
+            .await
+            .map_err(|e| BusError::Ack(e.to_string()))
+    }
+
+    /// Tells the server the work is still going on: the ack wait starts again.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.message
+            .ack_with(jetstream::AckKind::Progress)
+            .await
+            .map_err(|e| BusError::Ack(e.to_string()))
+    }
+
+    /// Gives the message back to be delivered again after `delay` (to this or another instance).
+    pub async fn nak(&self, delay: Duration) -> Result<(), BusError> {
+        self.message
+            .ack_with(jetstream::AckKind::Nak(Some(delay)))
             .await
             .map_err(|e| BusError::Ack(e.to_string()))
     }
@@ -390,6 +429,7 @@ impl Delivery {
 pub struct Inbox {
     bus: Bus,
     spec: ConsumerSpec,
+    max_batch: Option<usize>,
     messages: pull::Stream,
 }
 
@@ -432,7 +472,7 @@ impl Inbox {
     async fn reopen(&mut self) {
         let mut attempt = 0;
         loop {
-            match self.bus.inbox(self.spec).await {
+            match self.bus.inbox_batched(self.spec, self.max_batch).await {
                 Ok(fresh) => {
                     self.messages = fresh.messages;
                     tracing::info!(consumer = self.spec.durable, "consumer reopened");

@@ -26,6 +26,12 @@ pub mod labels {
     pub const CHAOS: &str = "immune.chaos";
     /// The project it belongs to; stages act only within their configured project.
     pub const PROJECT: &str = "immune.project";
+    /// Comma-separated earlier image references of the service, newest first; a rollback
+    /// recreates the container from the first and keeps the rest.
+    pub const IMAGE_HISTORY: &str = "immune.image_history";
+    /// Set on replicas the executor created (scale out): the container they copy. Only these
+    /// are removed by a scale in, so the original instance is never removed.
+    pub const REPLICA_OF: &str = "immune.replica_of";
 }
 
 #[derive(Debug, thiserror::Error)]

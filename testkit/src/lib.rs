@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions};
 use bollard::Docker;
 
@@ -135,6 +138,10 @@ pub struct DemoSpec {
     pub chaos: bool,
     pub extra_labels: Vec<(String, String)>,
     pub env: Vec<String>,
+    /// The image to run ([`DEMO_IMAGE`] unless a test tags another).
+    pub image: String,
+    /// A user-defined network to start on (created by the test), with network aliases.
+    pub network: Option<(String, Vec<String>)>,
 }
 
 impl DemoSpec {
@@ -146,6 +153,8 @@ impl DemoSpec {
             chaos: true,
             extra_labels: Vec::new(),
             env: Vec::new(),
+            image: DEMO_IMAGE.to_string(),
+            network: None,
         }
     }
 
@@ -180,8 +189,11 @@ impl DemoContainer {
     pub async fn start(spec: DemoSpec) -> DemoContainer {
         let docker =
             Docker::connect_with_local_defaults().expect("Docker engine (run scripts/setup.sh)");
-        docker.inspect_image(DEMO_IMAGE).await.unwrap_or_else(|e| {
-            panic!("image {DEMO_IMAGE} missing ({e}): run scripts/images.sh debug")
+        docker.inspect_image(&spec.image).await.unwrap_or_else(|e| {
+            panic!(
+                "image {} missing ({e}): run scripts/images.sh debug",
+                spec.image
+            )
         });
         let name = unique(&spec.service);
         let mut env = vec![
@@ -189,8 +201,21 @@ impl DemoContainer {
             "PORT=8080".to_string(),
         ];
         env.extend(spec.env.iter().cloned());
+        let networking_config = spec
+            .network
+            .as_ref()
+            .map(|(network, aliases)| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: Some(aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            });
         let body = ContainerCreateBody {
-            image: Some(DEMO_IMAGE.to_string()),
+            image: Some(spec.image.clone()),
+            networking_config,
             env: Some(env),
             labels: Some(spec.labels()),
             host_config: Some(HostConfig {
@@ -199,6 +224,7 @@ impl DemoContainer {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
                 }),
+                network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
                 ..Default::default()
             }),
             ..Default::default()

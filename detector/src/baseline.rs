@@ -209,6 +209,28 @@ fn robust_stats(column: &mut [f64]) -> (f64, f64) {
     (median, (1.4826 * mad).max(1.2533 * mean_abs).max(floor))
 }
 
+/// linfa-reduction's PCA with `most` components, then fewer when the baseline has a lower
+/// rank than asked for. Its iterative SVD can panic on such data instead of returning an
+/// error, so the panic is caught here: a bad baseline must not take the detector down.
+fn fit_pca(data: &Array2<f64>, most: usize) -> Option<Pca<f64>> {
+    let mut k = most;
+    while k > 0 {
+        let dataset = DatasetBase::from(data.clone());
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Pca::params(k).fit(&dataset)
+        }));
+        if let Ok(Ok(pca)) = attempt {
+            let finite = pca.singular_values().iter().all(|v| v.is_finite())
+                && pca.components().iter().all(|v| v.is_finite());
+            if finite {
+                return Some(pca);
+            }
+        }
+        k /= 2;
+    }
+    None
+}
+
 impl Model {
     /// Fits on `rows` (each `columns.len()` long; NaN means "not measured" and is read as the
     /// column's median).
@@ -264,21 +286,22 @@ impl Model {
         let most = config.max_components.min(d.saturating_sub(1));
         let (mut components, mut variances) = (Vec::new(), Vec::new());
         if most > 0 && total_variance > 1e-12 {
-            let pca = Pca::params(most)
-                .fit(&DatasetBase::from(standardised.clone()))
-                .map_err(|e| FitError::Pca(e.to_string()))?;
-            let sigma = pca.singular_values();
-            let mut explained = 0.0;
-            for (i, s) in sigma.iter().enumerate() {
-                let variance = s * s / (n - 1) as f64;
-                if explained / total_variance >= config.variance_kept {
-                    break;
+            if let Some(pca) = fit_pca(&standardised, most) {
+                let sigma = pca.singular_values();
+                let mut explained = 0.0;
+                for (i, s) in sigma.iter().enumerate() {
+                    let variance = s * s / (n - 1) as f64;
+                    if explained / total_variance >= config.variance_kept {
+                        break;
+                    }
+                    explained += variance;
+                    // A component with (almost) no variance would make T² explode on noise.
+                    variances.push(variance.max(1e-3));
+                    components.extend(pca.components().row(i).iter().copied());
                 }
-                explained += variance;
-                // A component with (almost) no variance would make T² explode on noise.
-                variances.push(variance.max(1e-3));
-                components.extend(pca.components().row(i).iter().copied());
             }
+            // else: no usable subspace (rank-deficient baseline); the score is the residual
+            // alone, which is still the squared robust distance from normal.
         }
         let mut model = Model {
             columns,
@@ -329,9 +352,8 @@ impl Model {
         let k = self.retained();
         scratch.z.resize(d, 0.0);
         scratch.t.resize(k, 0.0);
-        for j in 0..d {
-            let v = x[j];
-            scratch.z[j] = if v.is_finite() {
+        for (j, (z, v)) in scratch.z.iter_mut().zip(&x[..d]).enumerate() {
+            *z = if v.is_finite() {
                 (v - self.median[j]) / self.scale[j] - self.mean[j]
             } else {
                 0.0

@@ -79,7 +79,7 @@ impl EvalConfig {
     pub fn validate(&self) -> Result<(), EvalError> {
         self.nab.validate("eval.nab").map_err(EvalError::Config)?;
         self.asd.validate("eval.asd").map_err(EvalError::Config)?;
-        if self.nab_sweep.iter().any(|m| !(*m > 0.0)) {
+        if self.nab_sweep.iter().any(|m| m.is_nan() || *m <= 0.0) {
             return Err(EvalError::Config(
                 "eval.nab_sweep: multipliers must be positive".into(),
             ));

@@ -1,18 +1,37 @@
 //! The detector: turns metric snapshots and container events into anomalies.
 //!
-//! [`rules`] catch hard faults with no warm-up. Each anomaly episode is published twice on
-//! `immune.anomalies.<service>`: `Firing` when it opens, `Cleared` when the service is running
-//! and healthy again (the decider's verification signal). Chaos events are read only to put
-//! the chaos run id on anomalies as their correlation id, so a run can be followed end to end.
+//! Two detectors share the stage. [`rules`] catch hard faults with no warm-up (died,
+//! OOM-killed, paused, health failing N times). [`baseline`] learns each service's normal
+//! behaviour (robust standardisation + PCA, SPE and Hotelling's T², a threshold calibrated on
+//! the baseline's own scores, k-of-n hysteresis, refits that leave anomalies out) and says
+//! why a vector is abnormal: which metrics, which way, what kind of trouble ([`learned`] runs
+//! it on live snapshots). Models are stored in a key-value bucket ([`snapshot`]) so a
+//! restarted detector resumes at once.
+//!
+//! Each anomaly episode is published twice on `immune.anomalies.<service>`: `Firing` when it
+//! opens, `Cleared` when it ends (for rules: running and healthy again; learned: n quiet
+//! windows). Chaos events are read only to put the chaos run id on anomalies as their
+//! correlation id, so a run can be followed end to end.
+//!
+//! [`eval`] runs the same code over NAB and ASD offline; [`replay`] re-scores a stored range
+//! of the metrics stream with another configuration.
 
+pub mod baseline;
+pub mod eval;
+pub mod learned;
+pub mod replay;
 pub mod rules;
+pub mod snapshot;
 
-use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS};
-use immune_nats::{AnomalyState, Event, Stage};
+use async_nats::jetstream::kv;
+use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
+use immune_nats::{AnomalyState, Event, MetricSnapshot, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, Delivery, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 
+pub use baseline::LearnedConfig;
+pub use learned::LearnedDetector;
 pub use rules::{Finding, RuleConfig, RuleEngine};
 
 pub const STAGE: Stage = Stage::Detector;
@@ -23,15 +42,21 @@ pub struct Config {
     pub nats: BusConfig,
     pub telemetry: TelemetryConfig,
     pub rules: RuleConfig,
+    pub learned: LearnedConfig,
+    /// Settings of `immune-detector eval` (not used by the live stage).
+    pub eval: eval::EvalConfig,
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), immune_runtime::ConfigError> {
+        let invalid = immune_runtime::ConfigError::Invalid;
         if self.rules.health_failures == 0 {
-            return Err(immune_runtime::ConfigError::Invalid(
-                "rules.health_failures: must be at least 1".into(),
-            ));
+            return Err(invalid("rules.health_failures: must be at least 1".into()));
         }
+        self.learned.validate("learned").map_err(invalid)?;
+        self.eval
+            .validate()
+            .map_err(|e| invalid(e.to_string().replace("invalid configuration: ", "")))?;
         Ok(())
     }
 }
@@ -40,6 +65,14 @@ impl Config {
 pub enum DetectorError {
     #[error(transparent)]
     Bus(#[from] BusError),
+}
+
+/// Both detectors and where models are kept.
+#[derive(Debug)]
+struct Detectors {
+    rules: RuleEngine,
+    learned: LearnedDetector,
+    models: Option<kv::Store>,
 }
 
 /// Runs until `shutdown`.
@@ -57,44 +90,50 @@ pub async fn run(
     .await?;
     let mut metrics = bus.inbox(DETECTOR_METRICS).await?;
     let mut events = bus.inbox(DETECTOR_EVENTS).await?;
-    let mut engine = RuleEngine::new(config.rules.clone());
-    tracing::info!("detector running");
+    let models = if config.learned.enabled {
+        Some(bus.bucket(DETECTOR_MODELS).await?)
+    } else {
+        None
+    };
+    let mut detectors = Detectors {
+        rules: RuleEngine::new(config.rules.clone()),
+        learned: LearnedDetector::new(config.learned.clone()),
+        models,
+    };
+    tracing::info!(learned = config.learned.enabled, "detector running");
     loop {
         let delivery = tokio::select! {
             _ = shutdown.wait() => break,
             d = metrics.next() => d,
             d = events.next() => d,
         };
-        handle(&bus, &mut engine, delivery).await;
+        handle(&bus, &mut detectors, delivery).await;
     }
     tracing::info!("detector stopped");
     Ok(())
 }
 
-/// Feeds one delivery to the engine, publishes what it found, then acknowledges. A publish
-/// failure leaves the delivery unacknowledged: it comes back and is judged again.
-async fn handle(bus: &Bus, engine: &mut RuleEngine, delivery: Delivery) {
-    let finding = match &delivery.envelope.body {
-        Event::MetricSnapshot(s) => engine.on_snapshot(s),
-        Event::ContainerEvent(e) => engine.on_container_event(e),
-        Event::ChaosInjected(c) => {
-            engine.on_chaos_injected(c);
-            None
+/// Feeds one delivery to the detectors, publishes what they found, then acknowledges. A
+/// publish failure leaves the delivery unacknowledged: it comes back and is judged again.
+async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
+    let mut findings = Vec::new();
+    match &delivery.envelope.body {
+        Event::MetricSnapshot(s) => {
+            findings.extend(detectors.rules.on_snapshot(s));
+            findings.extend(learn(bus, detectors, s).await);
         }
-        Event::ChaosReverted(c) => {
-            engine.on_chaos_reverted(&c.service, &c.run_id);
-            None
-        }
+        Event::ContainerEvent(e) => findings.extend(detectors.rules.on_container_event(e)),
+        Event::ChaosInjected(c) => detectors.rules.on_chaos_injected(c),
+        Event::ChaosReverted(c) => detectors.rules.on_chaos_reverted(&c.service, &c.run_id),
         other => {
             bus.telemetry().observe(Observation::Refused {
                 what: "unexpected_event",
                 reason: other.kind(),
             });
-            None
         }
     };
-    if let Some(finding) = finding {
-        if let Err(e) = publish(bus, &finding, &delivery).await {
+    for finding in &findings {
+        if let Err(e) = publish(bus, finding, &delivery).await {
             bus.telemetry().observe(Observation::Failed {
                 what: "publish_anomaly",
                 error: &e.to_string(),
@@ -108,6 +147,51 @@ async fn handle(bus: &Bus, engine: &mut RuleEngine, delivery: Delivery) {
             error: &e.to_string(),
         });
     }
+}
+
+/// The learned detector's part: resume a stored model the first time a service is seen,
+/// judge the snapshot, store a model fitted just now.
+async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Option<Finding> {
+    let store = detectors.models.as_ref()?;
+    if !detectors.learned.knows(&s.service) {
+        match snapshot::load(store, &s.service).await {
+            Ok(Some(model)) => {
+                tracing::info!(service = %s.service, vectors = model.fitted_on, components = model.retained(), "model resumed from the bucket");
+                bus.telemetry().observe(Observation::Acted {
+                    what: "model_resumed",
+                    service: s.service.as_str(),
+                });
+                detectors.learned.resume(s.service.clone(), model);
+            }
+            Ok(None) => {}
+            Err(e) => bus.telemetry().observe(Observation::Failed {
+                what: e.kind(),
+                error: &e.to_string(),
+            }),
+        }
+    }
+    let chaos_run = detectors.rules.chaos_run(&s.service).map(str::to_string);
+    let outcome = detectors.learned.on_snapshot(s, chaos_run.as_deref());
+    if let Some(error) = &outcome.fit_error {
+        bus.telemetry().observe(Observation::Failed {
+            what: "model_fit",
+            error,
+        });
+    }
+    if let Some(model) = &outcome.fitted {
+        tracing::info!(service = %s.service, vectors = model.fitted_on, components = model.retained(), threshold = model.threshold, "model fitted");
+        bus.telemetry().observe(Observation::Acted {
+            what: "model_fitted",
+            service: s.service.as_str(),
+        });
+        if let Err(e) = snapshot::save(store, &s.service, model).await {
+            bus.telemetry().observe(Observation::Failed {
+                what: e.kind(),
+                error: &e.to_string(),
+            });
+        }
+    }
+    outcome.finding
 }
 
 async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), BusError> {
@@ -126,7 +210,7 @@ async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), B
             format!("{} on {} cleared", a.signature, a.instance),
         ),
     };
-    tracing::info!(service = %a.service, instance = %a.instance, signature = %a.signature, state = ?a.state, reason = %a.reason, "anomaly");
+    tracing::info!(service = %a.service, instance = %a.instance, signature = %a.signature, state = ?a.state, detector = %a.detector, reason = %a.reason, "anomaly");
     bus.telemetry().observe(Observation::Acted {
         what,
         service: a.service.as_str(),
@@ -146,4 +230,29 @@ async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), B
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_documents_the_defaults() {
+        let shipped: Config =
+            immune_runtime::config::parse(include_str!("../detector.toml")).expect("parses");
+        shipped.validate().expect("valid");
+        assert_eq!(shipped.learned, LearnedConfig::default());
+        assert_eq!(shipped.eval, eval::EvalConfig::default());
+        assert_eq!(shipped.rules, RuleConfig::default());
+    }
+
+    #[test]
+    fn a_bad_learned_key_is_named() {
+        let c: Config = immune_runtime::config::parse("[learned]\nk = 9\nn = 5").expect("parses");
+        let err = c.validate().expect_err("k > n");
+        assert!(err.to_string().contains("learned.k"), "{err}");
+        let err = immune_runtime::config::parse::<Config>("[learned]\nthreshold = 2")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("threshold"), "{err}");
+    }
 }

@@ -80,6 +80,11 @@ impl RuleEngine {
         }
     }
 
+    /// The chaos run in force on `service`, if any.
+    pub fn chaos_run(&self, service: &ServiceName) -> Option<&str> {
+        self.chaos_runs.get(service).map(String::as_str)
+    }
+
     pub fn on_container_event(&mut self, event: &ContainerEvent) -> Option<Finding> {
         let key = (event.service.clone(), event.instance.clone());
         let instance = self.instances.entry(key).or_default();

@@ -141,3 +141,11 @@ pub const CHAOS_FAULTS: BucketSpec = BucketSpec {
     history: 1,
     max_age: HOUR,
 };
+
+/// The learned detector's model per service, so a restarted detector resumes without a new
+/// warm-up. Kept a month: an idle service's model is not worth more.
+pub const DETECTOR_MODELS: BucketSpec = BucketSpec {
+    name: "immune_detector_models",
+    history: 1,
+    max_age: Duration::from_secs(30 * 24 * 3600),
+};

@@ -71,6 +71,11 @@ pub fn audit_of(stage: crate::Stage) -> String {
     format!("immune.audit.{stage}.>")
 }
 
+/// The metric snapshots of one service (`immune.metrics.<service>`), for replays.
+pub fn metrics_of(service: &crate::ServiceName) -> String {
+    format!("immune.metrics.{service}")
+}
+
 /// Whether a concrete subject matches a filter with NATS wildcards (`*` one token, `>` the rest).
 pub fn matches(filter: &str, subject: &str) -> bool {
     let mut f = filter.split('.');

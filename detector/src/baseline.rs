@@ -1,0 +1,972 @@
+//! Learned detection: what "normal" looks like for one service, and how far a vector is from it.
+//!
+//! - [`Model`]: robust standardisation (median, MAD) and PCA fitted with linfa-reduction on a
+//!   baseline of normal vectors. A vector's score adds its reconstruction error (squared
+//!   prediction error, SPE: what the retained components cannot explain) and Hotelling's T²
+//!   (how far it lies inside the retained subspace), each divided by its baseline mean. The
+//!   threshold is a quantile of the baseline's own scores times a margin: no labels.
+//! - [`Learner`]: keeps recent vectors, fits once the baseline is long enough, refits every
+//!   `refit_every` vectors on the vectors that were judged normal (anomalous periods are left
+//!   out, so an incident does not become the new normal).
+//! - [`Hysteresis`]: k exceedances among the last n windows open an episode, n quiet windows
+//!   close it, so one noisy point does not open an incident.
+//! - [`Lags`]: appends the previous windows to a vector, so a single series (NAB) has shape
+//!   to learn, and temporal anomalies show in multivariate data.
+//! - [`Model::explain`] and [`classify`]: which metrics moved, which way, and what kind of
+//!   trouble that is.
+//!
+//! Pure: no I/O, no clock. Scoring is allocation-free ([`Model::score`] writes into a
+//! [`Scratch`]); fitting and explaining allocate.
+
+use std::collections::VecDeque;
+
+use immune_nats::{feature, Contribution, Direction, Signature};
+use linfa::traits::Fit;
+use linfa::DatasetBase;
+use linfa_reduction::Pca;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+/// How the learned detector learns and judges. `[learned]` in `detector.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnedConfig {
+    /// Learn and score at all.
+    pub enabled: bool,
+    /// Vectors of normal behaviour needed before the first fit (the warm-up).
+    pub baseline: usize,
+    /// The most recent vectors kept for refits.
+    pub history: usize,
+    /// Share of the baseline variance the retained components explain (0..1).
+    pub variance_kept: f64,
+    /// Upper bound on retained components.
+    pub max_components: usize,
+    /// Quantile of the baseline's own scores the threshold starts from (0..1).
+    pub threshold_quantile: f64,
+    /// The threshold is the quantile times this margin (>= 1).
+    pub threshold_multiplier: f64,
+    /// Exceedances among the last `n` windows that open an episode.
+    pub k: u32,
+    /// The hysteresis window; `n` quiet windows in a row close an episode (1..=64).
+    pub n: u32,
+    /// Refit after this many new vectors (0: never refit).
+    pub refit_every: usize,
+    /// Windows per vector: 1 scores each window alone; L appends the L-1 previous ones.
+    pub lags: usize,
+    /// Features the learned model leaves to the rules (binary or counters).
+    pub ignore_features: Vec<String>,
+}
+
+impl Default for LearnedConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            baseline: 300,
+            history: 3600,
+            variance_kept: 0.95,
+            max_components: 8,
+            threshold_quantile: 0.995,
+            threshold_multiplier: 1.5,
+            k: 3,
+            n: 5,
+            refit_every: 600,
+            lags: 1,
+            ignore_features: vec![
+                feature::HEALTH_OK.to_string(),
+                feature::SCRAPE_OK.to_string(),
+                feature::RESTARTS.to_string(),
+            ],
+        }
+    }
+}
+
+impl LearnedConfig {
+    /// Checks every key; the error names the bad one.
+    pub fn validate(&self, section: &str) -> Result<(), String> {
+        let bad = |key: &str, why: &str| Err(format!("{section}.{key}: {why}"));
+        if self.baseline < 10 {
+            return bad("baseline", "must be at least 10 vectors");
+        }
+        if self.history < self.baseline {
+            return bad("history", "must be at least `baseline`");
+        }
+        if !(self.variance_kept > 0.0 && self.variance_kept < 1.0) {
+            return bad("variance_kept", "must be between 0 and 1 (exclusive)");
+        }
+        if !(self.threshold_quantile > 0.0 && self.threshold_quantile < 1.0) {
+            return bad("threshold_quantile", "must be between 0 and 1 (exclusive)");
+        }
+        if !(self.threshold_multiplier >= 1.0 && self.threshold_multiplier.is_finite()) {
+            return bad("threshold_multiplier", "must be a finite number >= 1");
+        }
+        if self.n == 0 || self.n > 64 {
+            return bad("n", "must be 1..=64");
+        }
+        if self.k == 0 || self.k > self.n {
+            return bad("k", "must be 1..=n");
+        }
+        if self.lags == 0 || self.lags > 64 {
+            return bad("lags", "must be 1..=64");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    #[error("{have} vectors are not enough to fit (need {need})")]
+    NotEnoughVectors { have: usize, need: usize },
+    #[error("no features to learn from")]
+    NoFeatures,
+    #[error("PCA failed: {0}")]
+    Pca(String),
+}
+
+impl FitError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FitError::NotEnoughVectors { .. } => "not_enough_vectors",
+            FitError::NoFeatures => "no_features",
+            FitError::Pca(_) => "pca",
+        }
+    }
+}
+
+/// A fitted baseline. Serialisable: this is the snapshot kept in the key-value bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Column names: base features, then `name@lag1`, `name@lag2`, ... when lagged.
+    pub columns: Vec<String>,
+    /// Robust centre (median) of each column, in the metric's own unit.
+    pub median: Vec<f64>,
+    /// Robust scale of each column (1.4826 MAD, with floors).
+    pub scale: Vec<f64>,
+    /// Mean of the standardised baseline, subtracted before projecting.
+    pub mean: Vec<f64>,
+    /// Retained components, row-major `k x d`.
+    pub components: Vec<f64>,
+    /// Variance of the baseline along each retained component.
+    pub variances: Vec<f64>,
+    /// Baseline means of SPE and T², the units of the combined score.
+    pub spe_unit: f64,
+    pub t2_unit: f64,
+    pub threshold: f64,
+    /// Vectors the model was fitted on.
+    pub fitted_on: usize,
+}
+
+/// The parts of one score.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Score {
+    pub spe: f64,
+    pub t2: f64,
+    /// `spe / spe_unit + t2 / t2_unit`; anomalous above [`Model::threshold`].
+    pub score: f64,
+}
+
+/// Work buffers for [`Model::score`], reused so the hot path does not allocate.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    z: Vec<f64>,
+    t: Vec<f64>,
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+/// The `q` quantile (linear interpolation) of `values`, which it sorts.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
+}
+
+/// Median and robust scale of one column. The scale falls back to the mean absolute
+/// deviation when most values are equal (MAD 0), and never goes below 1% of the level, so a
+/// feature that is flat in the baseline (error ratio 0) does not turn every wiggle into an
+/// anomaly, yet a real move still stands out.
+fn robust_stats(column: &mut [f64]) -> (f64, f64) {
+    let median = median_of(column);
+    let mean_abs = column.iter().map(|v| (v - median).abs()).sum::<f64>() / column.len() as f64;
+    let mut dev: Vec<f64> = column.iter().map(|v| (v - median).abs()).collect();
+    let mad = median_of(&mut dev);
+    let floor = 0.01 * (1.0 + median.abs());
+    (median, (1.4826 * mad).max(1.2533 * mean_abs).max(floor))
+}
+
+/// linfa-reduction's PCA with `most` components, then fewer when the baseline has a lower
+/// rank than asked for. Its iterative SVD can panic on such data instead of returning an
+/// error, so the panic is caught here: a bad baseline must not take the detector down.
+fn fit_pca(data: &Array2<f64>, most: usize) -> Option<Pca<f64>> {
+    let mut k = most;
+    while k > 0 {
+        let dataset = DatasetBase::from(data.clone());
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Pca::params(k).fit(&dataset)
+        }));
+        if let Ok(Ok(pca)) = attempt {
+            let finite = pca.singular_values().iter().all(|v| v.is_finite())
+                && pca.components().iter().all(|v| v.is_finite());
+            if finite {
+                return Some(pca);
+            }
+        }
+        k /= 2;
+    }
+    None
+}
+
+impl Model {
+    /// Fits on `rows` (each `columns.len()` long; NaN means "not measured" and is read as the
+    /// column's median).
+    pub fn fit(
+        columns: Vec<String>,
+        rows: &[&[f64]],
+        config: &LearnedConfig,
+    ) -> Result<Model, FitError> {
+        let d = columns.len();
+        if d == 0 {
+            return Err(FitError::NoFeatures);
+        }
+        let n = rows.len();
+        let need = 10.max(d + 2);
+        if n < need {
+            return Err(FitError::NotEnoughVectors { have: n, need });
+        }
+        let mut median = Vec::with_capacity(d);
+        let mut scale = Vec::with_capacity(d);
+        let mut column = Vec::with_capacity(n);
+        for j in 0..d {
+            column.clear();
+            column.extend(rows.iter().map(|r| r[j]).filter(|v| v.is_finite()));
+            if column.is_empty() {
+                column.push(0.0);
+            }
+            let (m, s) = robust_stats(&mut column);
+            median.push(m);
+            scale.push(s);
+        }
+        let standardised = Array2::from_shape_fn((n, d), |(i, j)| {
+            let v = rows[i][j];
+            if v.is_finite() {
+                (v - median[j]) / scale[j]
+            } else {
+                0.0
+            }
+        });
+        let mean: Vec<f64> = (0..d)
+            .map(|j| standardised.column(j).sum() / n as f64)
+            .collect();
+        let total_variance: f64 = (0..d)
+            .map(|j| {
+                standardised
+                    .column(j)
+                    .iter()
+                    .map(|v| (v - mean[j]).powi(2))
+                    .sum::<f64>()
+                    / (n - 1) as f64
+            })
+            .sum();
+        // Leave at least one dimension to the residual: an SPE of zero explains nothing.
+        let most = config.max_components.min(d.saturating_sub(1));
+        let (mut components, mut variances) = (Vec::new(), Vec::new());
+        if most > 0 && total_variance > 1e-12 {
+            if let Some(pca) = fit_pca(&standardised, most) {
+                let sigma = pca.singular_values();
+                let mut explained = 0.0;
+                for (i, s) in sigma.iter().enumerate() {
+                    let variance = s * s / (n - 1) as f64;
+                    if explained / total_variance >= config.variance_kept {
+                        break;
+                    }
+                    explained += variance;
+                    // A component with (almost) no variance would make T² explode on noise.
+                    variances.push(variance.max(1e-3));
+                    components.extend(pca.components().row(i).iter().copied());
+                }
+            }
+            // else: no usable subspace (rank-deficient baseline); the score is the residual
+            // alone, which is still the squared robust distance from normal.
+        }
+        let mut model = Model {
+            columns,
+            median,
+            scale,
+            mean,
+            components,
+            variances,
+            spe_unit: 1.0,
+            t2_unit: 1.0,
+            threshold: f64::INFINITY,
+            fitted_on: n,
+        };
+        model.calibrate(rows, config);
+        Ok(model)
+    }
+
+    /// Sets the score units and the threshold from the baseline's own scores.
+    fn calibrate(&mut self, rows: &[&[f64]], config: &LearnedConfig) {
+        let mut scratch = Scratch::default();
+        let raw: Vec<Score> = rows.iter().map(|r| self.score(r, &mut scratch)).collect();
+        let n = raw.len().max(1) as f64;
+        self.spe_unit = (raw.iter().map(|s| s.spe).sum::<f64>() / n).max(1e-6);
+        self.t2_unit = (raw.iter().map(|s| s.t2).sum::<f64>() / n).max(1e-6);
+        let mut scores: Vec<f64> = rows
+            .iter()
+            .map(|r| self.score(r, &mut scratch).score)
+            .collect();
+        self.threshold =
+            quantile(&mut scores, config.threshold_quantile) * config.threshold_multiplier;
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            self.threshold = 1.0;
+        }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn retained(&self) -> usize {
+        self.variances.len()
+    }
+
+    /// Scores one vector (`dims()` long, NaN = not measured). Allocation-free once `scratch`
+    /// has grown to size.
+    pub fn score(&self, x: &[f64], scratch: &mut Scratch) -> Score {
+        let d = self.dims();
+        let k = self.retained();
+        scratch.z.resize(d, 0.0);
+        scratch.t.resize(k, 0.0);
+        for (j, (z, v)) in scratch.z.iter_mut().zip(&x[..d]).enumerate() {
+            *z = if v.is_finite() {
+                (v - self.median[j]) / self.scale[j] - self.mean[j]
+            } else {
+                0.0
+            };
+        }
+        let mut t2 = 0.0;
+        for i in 0..k {
+            let row = &self.components[i * d..(i + 1) * d];
+            let t: f64 = row.iter().zip(&scratch.z).map(|(p, z)| p * z).sum();
+            scratch.t[i] = t;
+            t2 += t * t / self.variances[i];
+        }
+        let mut spe = 0.0;
+        for j in 0..d {
+            let mut reconstructed = 0.0;
+            for i in 0..k {
+                reconstructed += self.components[i * d + j] * scratch.t[i];
+            }
+            let r = scratch.z[j] - reconstructed;
+            spe += r * r;
+        }
+        Score {
+            spe,
+            t2,
+            score: spe / self.spe_unit + t2 / self.t2_unit,
+        }
+    }
+
+    /// Why `x` scored as it did: each base metric's share of the score (residual and T²
+    /// parts, lags folded into their metric), its value, the baseline median, and which way
+    /// it moved. Largest share first; shares sum to 1.
+    pub fn explain(&self, x: &[f64]) -> Vec<Contribution> {
+        let mut scratch = Scratch::default();
+        self.score(x, &mut scratch);
+        let d = self.dims();
+        let k = self.retained();
+        let mut parts = vec![0.0; d];
+        for (j, part) in parts.iter_mut().enumerate() {
+            let mut reconstructed = 0.0;
+            let mut t2_part = 0.0;
+            for i in 0..k {
+                let p = self.components[i * d + j];
+                reconstructed += p * scratch.t[i];
+                t2_part += scratch.t[i] / self.variances[i] * p * scratch.z[j];
+            }
+            let r = scratch.z[j] - reconstructed;
+            *part = r * r / self.spe_unit + t2_part.max(0.0) / self.t2_unit;
+        }
+        let total: f64 = parts.iter().sum::<f64>().max(1e-12);
+        let mut by_metric: Vec<Contribution> = Vec::new();
+        for (j, column) in self.columns.iter().enumerate() {
+            let base = column.split('@').next().unwrap_or(column);
+            let share = parts[j] / total;
+            match by_metric.iter_mut().find(|c| c.metric == base) {
+                Some(c) => c.share += share,
+                None => {
+                    let value = if x[j].is_finite() {
+                        x[j]
+                    } else {
+                        self.median[j]
+                    };
+                    by_metric.push(Contribution {
+                        metric: base.to_string(),
+                        value,
+                        expected: self.median[j],
+                        share,
+                        direction: if value >= self.median[j] {
+                            Direction::Up
+                        } else {
+                            Direction::Down
+                        },
+                    })
+                }
+            }
+        }
+        by_metric.sort_by(|a, b| b.share.total_cmp(&a.share));
+        by_metric
+    }
+
+    /// How many robust scales `value` of column `j` is from its median.
+    fn deviation(&self, contribution: &Contribution) -> f64 {
+        self.columns
+            .iter()
+            .position(|c| *c == contribution.metric)
+            .map_or(0.0, |j| {
+                (contribution.value - self.median[j]) / self.scale[j]
+            })
+    }
+}
+
+/// Names the kind of trouble from the explanation. A metric counts when it carries at least
+/// 10% of the score and moved at least 3 robust scales; errors outrank latency (errors
+/// usually bring latency with them), latency outranks resources, traffic comes last.
+pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
+    let moved = |name: &str, direction: Direction| {
+        contributions.iter().any(|c| {
+            c.share >= 0.10
+                && c.direction == direction
+                && c.metric == name
+                && model.deviation(c).abs() >= 3.0
+        })
+    };
+    let latency = [
+        feature::LATENCY_P50_MS,
+        feature::LATENCY_P95_MS,
+        feature::LATENCY_P99_MS,
+        feature::PROBE_LATENCY_MS,
+    ];
+    if moved(feature::ERROR_RATIO, Direction::Up) {
+        Signature::ErrorsUp
+    } else if moved(feature::REJECTED_RATE, Direction::Up) {
+        Signature::AttackBurst
+    } else if latency.iter().any(|m| moved(m, Direction::Up)) {
+        Signature::LatencyUp
+    } else if moved(feature::CPU_CORES, Direction::Up)
+        || moved(feature::MEMORY_BYTES, Direction::Up)
+    {
+        Signature::ResourceExhaustion
+    } else if moved(feature::REQUEST_RATE, Direction::Down) {
+        Signature::TrafficDrop
+    } else {
+        Signature::Unknown
+    }
+}
+
+/// k of the last n windows above the threshold open an episode; n quiet windows close it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hysteresis {
+    k: u32,
+    n: u32,
+    window: u64,
+    open: bool,
+}
+
+/// What one window did to the episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    Closed,
+    Unchanged,
+}
+
+impl Hysteresis {
+    pub fn new(k: u32, n: u32) -> Self {
+        let n = n.clamp(1, 64);
+        Self {
+            k: k.clamp(1, n),
+            n,
+            window: 0,
+            open: false,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub fn push(&mut self, exceeds: bool) -> Transition {
+        let mask = if self.n == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.n) - 1
+        };
+        self.window = ((self.window << 1) | u64::from(exceeds)) & mask;
+        let count = self.window.count_ones();
+        if !self.open && count >= self.k {
+            self.open = true;
+            Transition::Opened
+        } else if self.open && count == 0 {
+            self.open = false;
+            Transition::Closed
+        } else {
+            Transition::Unchanged
+        }
+    }
+}
+
+/// Appends the previous `lags - 1` windows to each vector.
+#[derive(Debug, Clone, Default)]
+pub struct Lags {
+    lags: usize,
+    past: VecDeque<Vec<f64>>,
+    out: Vec<f64>,
+}
+
+impl Lags {
+    pub fn new(lags: usize) -> Self {
+        Self {
+            lags: lags.max(1),
+            past: VecDeque::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Column names of the lagged vector built from `base` names.
+    pub fn columns(&self, base: &[String]) -> Vec<String> {
+        let mut columns = base.to_vec();
+        for lag in 1..self.lags {
+            columns.extend(base.iter().map(|b| format!("{b}@lag{lag}")));
+        }
+        columns
+    }
+
+    /// The lagged vector for `current`, or `None` until enough windows were seen.
+    pub fn push(&mut self, current: &[f64]) -> Option<&[f64]> {
+        if self.lags == 1 {
+            self.out.clear();
+            self.out.extend_from_slice(current);
+            return Some(&self.out);
+        }
+        // the current window plus the lags - 1 before it, newest first
+        let mut slot = if self.past.len() == self.lags {
+            self.past.pop_back().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        slot.clear();
+        slot.extend_from_slice(current);
+        self.past.push_front(slot);
+        if self.past.len() < self.lags {
+            return None;
+        }
+        self.out.clear();
+        for window in &self.past {
+            self.out.extend_from_slice(window);
+        }
+        Some(&self.out)
+    }
+}
+
+/// What the learner said about one vector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    pub score: Score,
+    pub threshold: f64,
+    pub exceeds: bool,
+}
+
+/// What happened to the model while learning from one vector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Learned {
+    Nothing,
+    /// The first fit (end of warm-up) or a refit.
+    Fitted {
+        refit: bool,
+    },
+    Failed(FitError),
+}
+
+/// One service's model and the recent vectors it is refitted from.
+#[derive(Debug, Clone)]
+pub struct Learner {
+    config: LearnedConfig,
+    columns: Vec<String>,
+    model: Option<Model>,
+    /// Recent vectors, each with whether it was judged normal.
+    history: VecDeque<(Vec<f64>, bool)>,
+    since_fit: usize,
+    scratch: Scratch,
+}
+
+impl Learner {
+    pub fn new(columns: Vec<String>, config: LearnedConfig) -> Self {
+        Self {
+            config,
+            columns,
+            model: None,
+            history: VecDeque::new(),
+            since_fit: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Resumes from a stored model: scoring starts at once, no warm-up.
+    pub fn resume(model: Model, config: LearnedConfig) -> Self {
+        let mut learner = Self::new(model.columns.clone(), config);
+        learner.model = Some(model);
+        learner
+    }
+
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_ref()
+    }
+
+    /// Scores `x` against the current model (`None` during warm-up).
+    pub fn judge(&mut self, x: &[f64]) -> Option<Judgement> {
+        let model = self.model.as_ref()?;
+        let score = model.score(x, &mut self.scratch);
+        Some(Judgement {
+            score,
+            threshold: model.threshold,
+            exceeds: score.score > model.threshold,
+        })
+    }
+
+    /// Keeps `x` for later fits (`normal` = it may be learned from) and fits when it is time.
+    pub fn learn(&mut self, x: &[f64], normal: bool) -> Learned {
+        if self.history.len() == self.config.history.max(1) {
+            if let Some((mut old, _)) = self.history.pop_front() {
+                old.clear();
+                old.extend_from_slice(x);
+                self.history.push_back((old, normal));
+            }
+        } else {
+            self.history.push_back((x.to_vec(), normal));
+        }
+        self.since_fit += 1;
+        let due = match self.model {
+            None => self.normal_count() >= self.config.baseline,
+            Some(_) => self.config.refit_every > 0 && self.since_fit >= self.config.refit_every,
+        };
+        if !due {
+            return Learned::Nothing;
+        }
+        let refit = self.model.is_some();
+        match self.refit() {
+            Ok(()) => Learned::Fitted { refit },
+            Err(e) => Learned::Failed(e),
+        }
+    }
+
+    fn normal_count(&self) -> usize {
+        self.history.iter().filter(|(_, normal)| *normal).count()
+    }
+
+    /// Fits on the normal vectors in the history, now.
+    pub fn refit(&mut self) -> Result<(), FitError> {
+        self.since_fit = 0;
+        let rows: Vec<&[f64]> = self
+            .history
+            .iter()
+            .filter(|(_, normal)| *normal)
+            .map(|(v, _)| v.as_slice())
+            .collect();
+        let model = Model::fit(self.columns.clone(), &rows, &self.config)?;
+        self.model = Some(model);
+        Ok(())
+    }
+}
+
+/// One scored series (an instance, a NAB file, an ASD server): its lag window and episode
+/// state. The model it is judged by may be shared ([`Learner`] per service).
+#[derive(Debug, Clone)]
+pub struct Track {
+    lags: Lags,
+    hysteresis: Hysteresis,
+}
+
+/// What one window did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// `None` during warm-up (no model yet, or the lag window is not full).
+    pub judgement: Option<Judgement>,
+    pub transition: Transition,
+    pub learned: Learned,
+}
+
+impl Track {
+    pub fn new(config: &LearnedConfig) -> Self {
+        Self {
+            lags: Lags::new(config.lags),
+            hysteresis: Hysteresis::new(config.k, config.n),
+        }
+    }
+
+    pub fn lags(&self) -> &Lags {
+        &self.lags
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.hysteresis.is_open()
+    }
+
+    /// The vector last built (lags included), for explanations.
+    pub fn last_vector(&self) -> &[f64] {
+        &self.lags.out
+    }
+
+    /// Judges one window, moves the episode, and learns from it when it looked normal.
+    pub fn step(&mut self, learner: &mut Learner, window: &[f64]) -> Step {
+        let Some(x) = self.lags.push(window) else {
+            return Step {
+                judgement: None,
+                transition: Transition::Unchanged,
+                learned: Learned::Nothing,
+            };
+        };
+        let judgement = learner.judge(x);
+        let transition = match judgement {
+            Some(j) => self.hysteresis.push(j.exceeds),
+            None => Transition::Unchanged,
+        };
+        let normal = !judgement.is_some_and(|j| j.exceeds) && !self.hysteresis.is_open();
+        let learned = learner.learn(x, normal);
+        Step {
+            judgement,
+            transition,
+            learned,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random stream (xorshift), so tests need no dependency.
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        }
+    }
+
+    fn names() -> Vec<String> {
+        [
+            feature::REQUEST_RATE,
+            feature::ERROR_RATIO,
+            feature::LATENCY_P50_MS,
+            feature::LATENCY_P99_MS,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Normal traffic: latency follows load, errors near zero.
+    fn normal(noise: &mut Noise) -> Vec<f64> {
+        let load = 50.0 + 10.0 * noise.next();
+        vec![
+            load,
+            (0.002 * noise.next()).abs(),
+            5.0 + 0.05 * load + noise.next(),
+            20.0 + 0.2 * load + 2.0 * noise.next(),
+        ]
+    }
+
+    fn fitted(config: &LearnedConfig) -> (Model, Noise) {
+        let mut noise = Noise(7);
+        let rows: Vec<Vec<f64>> = (0..600).map(|_| normal(&mut noise)).collect();
+        let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+        (Model::fit(names(), &refs, config).expect("fits"), noise)
+    }
+
+    #[test]
+    fn normal_vectors_stay_under_the_calibrated_threshold_and_a_fault_does_not() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        assert!(model.retained() >= 1 && model.retained() < 4);
+        let mut scratch = Scratch::default();
+        let over = (0..1000)
+            .filter(|_| model.score(&normal(&mut noise), &mut scratch).score > model.threshold)
+            .count();
+        assert!(
+            over <= 10,
+            "{over} of 1000 normal vectors over the threshold"
+        );
+        let mut slow = normal(&mut noise);
+        slow[3] *= 10.0;
+        assert!(model.score(&slow, &mut scratch).score > 10.0 * model.threshold);
+    }
+
+    #[test]
+    fn the_explanation_names_the_metric_that_moved_and_its_direction() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        let mut slow = normal(&mut noise);
+        slow[3] = 400.0;
+        let why = model.explain(&slow);
+        assert_eq!(why[0].metric, feature::LATENCY_P99_MS);
+        assert_eq!(why[0].direction, Direction::Up);
+        assert!(why[0].share > 0.5, "{why:?}");
+        assert!((why.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(classify(&model, &why), Signature::LatencyUp);
+
+        let mut quiet = normal(&mut noise);
+        quiet[0] = 2.0; // traffic fell away, latency follows it down a little
+        quiet[2] = 5.1;
+        quiet[3] = 20.4;
+        let why = model.explain(&quiet);
+        assert_eq!(why[0].metric, feature::REQUEST_RATE);
+        assert_eq!(why[0].direction, Direction::Down);
+        assert_eq!(classify(&model, &why), Signature::TrafficDrop);
+    }
+
+    #[test]
+    fn signatures_follow_the_metrics_that_moved() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        let mut failing = normal(&mut noise);
+        failing[1] = 0.4; // errors up, and latency with them
+        failing[3] *= 3.0;
+        assert_eq!(
+            classify(&model, &model.explain(&failing)),
+            Signature::ErrorsUp
+        );
+        let calm = normal(&mut noise);
+        assert_eq!(classify(&model, &model.explain(&calm)), Signature::Unknown);
+    }
+
+    #[test]
+    fn hysteresis_needs_k_of_n_to_open_and_n_quiet_to_close() {
+        let mut h = Hysteresis::new(3, 5);
+        let steps = [true, false, true, false, false, true, true];
+        let got: Vec<Transition> = steps.iter().map(|&e| h.push(e)).collect();
+        // two of five is noise, and the first exceedance slides out of the window
+        assert_eq!(got[..6], [Transition::Unchanged; 6]);
+        assert_eq!(got[6], Transition::Opened, "three of the last five");
+        for _ in 0..4 {
+            assert_eq!(h.push(false), Transition::Unchanged);
+        }
+        assert_eq!(h.push(false), Transition::Closed, "five quiet windows");
+        let mut single = Hysteresis::new(1, 1);
+        assert_eq!(single.push(true), Transition::Opened);
+        assert_eq!(single.push(false), Transition::Closed);
+    }
+
+    #[test]
+    fn a_refit_leaves_out_the_anomalous_windows() {
+        let config = LearnedConfig {
+            baseline: 200,
+            history: 1000,
+            refit_every: 400,
+            ..Default::default()
+        };
+        let mut noise = Noise(11);
+        let mut learner = Learner::new(names(), config.clone());
+        for _ in 0..200 {
+            let x = normal(&mut noise);
+            assert!(learner.judge(&x).is_none(), "no score during warm-up");
+            learner.learn(&x, true);
+        }
+        let first = learner.model().expect("fitted after the baseline").clone();
+        // An incident: latency ten times higher for 300 windows, judged anomalous and so left
+        // out; then 100 normal windows trigger the refit.
+        let mut fired = 0;
+        for i in 0..400 {
+            let mut x = normal(&mut noise);
+            if i < 300 {
+                x[3] *= 10.0;
+            }
+            let judged = learner.judge(&x).expect("scored");
+            fired += usize::from(judged.exceeds);
+            let outcome = learner.learn(&x, !judged.exceeds);
+            if i == 399 {
+                assert_eq!(outcome, Learned::Fitted { refit: true });
+            }
+        }
+        assert_eq!(fired, 300);
+        let refitted = learner.model().expect("refitted");
+        assert_eq!(
+            refitted.fitted_on, 300,
+            "200 + 100 normal, 300 anomalous left out"
+        );
+        let p99 = 3;
+        assert!(
+            (refitted.median[p99] - first.median[p99]).abs() < 2.0,
+            "the incident did not become normal: median {} vs {}",
+            refitted.median[p99],
+            first.median[p99]
+        );
+        let mut slow = normal(&mut noise);
+        slow[3] *= 10.0;
+        assert!(learner.judge(&slow).expect("scored").exceeds);
+
+        // Had the incident been learned from, it would look normal now.
+        let mut naive = Learner::new(names(), config);
+        let mut noise = Noise(11);
+        for i in 0..600 {
+            let mut x = normal(&mut noise);
+            if (200..500).contains(&i) {
+                x[3] *= 10.0;
+            }
+            naive.learn(&x, true);
+        }
+        assert!(naive.model().expect("fitted").median[p99] > 100.0);
+    }
+
+    #[test]
+    fn lags_build_windows_of_the_recent_past() {
+        let mut lags = Lags::new(3);
+        assert_eq!(lags.columns(&["v".to_string()]), ["v", "v@lag1", "v@lag2"]);
+        assert!(lags.push(&[1.0]).is_none());
+        assert!(lags.push(&[2.0]).is_none());
+        assert_eq!(lags.push(&[3.0]).expect("full"), [3.0, 2.0, 1.0]);
+        assert_eq!(lags.push(&[4.0]).expect("full"), [4.0, 3.0, 2.0]);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let config = LearnedConfig {
+            k: 6,
+            n: 5,
+            ..Default::default()
+        };
+        assert!(config
+            .validate("learned")
+            .expect_err("k > n")
+            .contains("learned.k"));
+        let config = LearnedConfig {
+            variance_kept: 1.5,
+            ..Default::default()
+        };
+        assert!(config
+            .validate("learned")
+            .expect_err("bad variance")
+            .contains("learned.variance_kept"));
+    }
+}

@@ -1,0 +1,287 @@
+//! The learned detector on live snapshots: one [`Learner`] (model) per service, one [`Track`]
+//! (lag window, hysteresis, episode) per instance, so replicas share what normal looks like
+//! and each one opens its own episode.
+//!
+//! Pure, like the rules: fed snapshots, returns anomalies to publish and models to store.
+
+use std::collections::HashMap;
+
+use immune_nats::{Anomaly, AnomalyState, ContainerState, MetricSnapshot, ServiceName};
+
+use crate::baseline::{classify, Learned, LearnedConfig, Learner, Model, Track, Transition};
+use crate::rules::Finding;
+
+/// The name learned anomalies carry in `Anomaly::detector`.
+pub const DETECTOR: &str = "pca";
+
+/// What one snapshot led to.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub finding: Option<Finding>,
+    /// A model fitted just now, to store so a restarted detector resumes with it.
+    pub fitted: Option<Model>,
+    /// Why a fit failed (counted by the caller).
+    pub fit_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Instance {
+    track: Track,
+    episode: Option<(Anomaly, String)>,
+}
+
+#[derive(Debug)]
+pub struct LearnedDetector {
+    config: LearnedConfig,
+    learners: HashMap<ServiceName, Learner>,
+    instances: HashMap<(ServiceName, String), Instance>,
+    window: Vec<f64>,
+}
+
+impl LearnedDetector {
+    pub fn new(config: LearnedConfig) -> Self {
+        Self {
+            config,
+            learners: HashMap::new(),
+            instances: HashMap::new(),
+            window: Vec::new(),
+        }
+    }
+
+    /// Whether `service` has neither a model nor a warm-up in progress (so a stored model
+    /// should be looked up first).
+    pub fn knows(&self, service: &ServiceName) -> bool {
+        self.learners.contains_key(service)
+    }
+
+    /// Resumes `service` from a stored model: no warm-up.
+    pub fn resume(&mut self, service: ServiceName, model: Model) {
+        self.learners
+            .insert(service, Learner::resume(model, self.config.clone()));
+    }
+
+    pub fn model(&self, service: &ServiceName) -> Option<&Model> {
+        self.learners.get(service).and_then(Learner::model)
+    }
+
+    /// Judges one snapshot. Only running, healthy, scraped instances are learned from and
+    /// scored: a container that is down or hung is the rules' business.
+    pub fn on_snapshot(&mut self, snapshot: &MetricSnapshot, chaos_run: Option<&str>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let healthy = snapshot.health.as_ref().is_none_or(|h| h.ok);
+        let scraped = snapshot.scrape.as_ref().is_none_or(|s| s.ok);
+        if !self.config.enabled
+            || snapshot.state != ContainerState::Running
+            || !healthy
+            || !scraped
+            || snapshot.features.is_empty()
+        {
+            return outcome;
+        }
+        let config = &self.config;
+        let learner = self
+            .learners
+            .entry(snapshot.service.clone())
+            .or_insert_with(|| {
+                let base: Vec<String> = snapshot
+                    .features
+                    .keys()
+                    .filter(|k| !config.ignore_features.contains(k))
+                    .cloned()
+                    .collect();
+                Learner::new(
+                    crate::baseline::Lags::new(config.lags).columns(&base),
+                    config.clone(),
+                )
+            });
+        let base_len = learner.columns().len() / config.lags.max(1);
+        self.window.clear();
+        self.window.extend(
+            learner.columns()[..base_len]
+                .iter()
+                .map(|c| snapshot.features.get(c).copied().unwrap_or(f64::NAN)),
+        );
+        let instance = self
+            .instances
+            .entry((snapshot.service.clone(), snapshot.instance.clone()))
+            .or_insert_with(|| Instance {
+                track: Track::new(config),
+                episode: None,
+            });
+        let step = instance.track.step(learner, &self.window);
+        match step.learned {
+            Learned::Fitted { .. } => outcome.fitted = learner.model().cloned(),
+            Learned::Failed(e) => outcome.fit_error = Some(e.to_string()),
+            Learned::Nothing => {}
+        }
+        let (Some(judgement), Some(model)) = (step.judgement, learner.model()) else {
+            return outcome;
+        };
+        match step.transition {
+            Transition::Opened => {
+                let contributions = model.explain(instance.track.last_vector());
+                let signature = classify(model, &contributions);
+                let top: Vec<_> = contributions.into_iter().take(5).collect();
+                let why = top
+                    .iter()
+                    .take(3)
+                    .map(|c| {
+                        format!(
+                            "{} {} ({:.3} vs {:.3} normally, {:.0}% of the score)",
+                            c.metric,
+                            match c.direction {
+                                immune_nats::Direction::Up => "up",
+                                immune_nats::Direction::Down => "down",
+                            },
+                            c.value,
+                            c.expected,
+                            100.0 * c.share
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let anomaly_id = uuid::Uuid::now_v7().to_string();
+                let correlation = chaos_run.map_or_else(|| anomaly_id.clone(), str::to_string);
+                let anomaly = Anomaly {
+                    anomaly_id,
+                    service: snapshot.service.clone(),
+                    instance: snapshot.instance.clone(),
+                    container_id: snapshot.container_id.clone(),
+                    state: AnomalyState::Firing,
+                    signature,
+                    detector: DETECTOR.to_string(),
+                    score: judgement.score.score,
+                    threshold: judgement.threshold,
+                    contributions: top,
+                    reason: format!(
+                        "{signature}: {why}; score {:.1} over threshold {:.1} (SPE {:.1}, T² {:.1}) in {} of the last {} windows",
+                        judgement.score.score,
+                        judgement.threshold,
+                        judgement.score.spe,
+                        judgement.score.t2,
+                        config.k,
+                        config.n
+                    ),
+                    started_ms: snapshot.observed_ms,
+                };
+                instance.episode = Some((anomaly.clone(), correlation.clone()));
+                outcome.finding = Some(Finding {
+                    anomaly,
+                    correlation_id: correlation,
+                });
+            }
+            Transition::Closed => {
+                if let Some((mut anomaly, correlation)) = instance.episode.take() {
+                    anomaly.state = AnomalyState::Cleared;
+                    anomaly.score = judgement.score.score;
+                    anomaly.contributions.clear();
+                    anomaly.reason = format!(
+                        "back under the threshold for {} windows after {} ms",
+                        config.n,
+                        snapshot.observed_ms.saturating_sub(anomaly.started_ms)
+                    );
+                    outcome.finding = Some(Finding {
+                        anomaly,
+                        correlation_id: correlation,
+                    });
+                }
+            }
+            Transition::Unchanged => {}
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use immune_nats::{feature, samples, Signature};
+
+    fn snapshot(at: u64, p99: f64, rate: f64) -> MetricSnapshot {
+        let mut s = samples::metric_snapshot();
+        s.observed_ms = at;
+        s.features.clear();
+        let wiggle = ((at * 7919) % 13) as f64 / 13.0;
+        s.features
+            .insert(feature::REQUEST_RATE.into(), rate + 2.0 * wiggle);
+        s.features.insert(feature::ERROR_RATIO.into(), 0.0);
+        s.features
+            .insert(feature::LATENCY_P50_MS.into(), 4.0 + 0.5 * wiggle);
+        s.features
+            .insert(feature::LATENCY_P99_MS.into(), p99 + wiggle);
+        s.features.insert(feature::HEALTH_OK.into(), 1.0);
+        s
+    }
+
+    #[test]
+    fn a_latency_fault_fires_latency_up_then_clears_and_models_are_handed_out() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let mut detector = LearnedDetector::new(config);
+        let mut fitted = None;
+        for at in 0..60 {
+            let out = detector.on_snapshot(&snapshot(at, 20.0, 50.0), None);
+            assert!(out.finding.is_none());
+            fitted = fitted.or(out.fitted);
+        }
+        let model = fitted.expect("a model after the baseline");
+        assert!(!model.columns.contains(&feature::HEALTH_OK.to_string()));
+        let mut fired = None;
+        for at in 60..70 {
+            if let Some(f) = detector
+                .on_snapshot(&snapshot(at, 400.0, 50.0), Some("run-1"))
+                .finding
+            {
+                fired = Some((at, f));
+                break;
+            }
+        }
+        let (at, finding) = fired.expect("fires");
+        assert_eq!(at, 62, "k = 3 windows");
+        assert_eq!(finding.anomaly.signature, Signature::LatencyUp);
+        assert_eq!(finding.anomaly.detector, DETECTOR);
+        assert_eq!(finding.correlation_id, "run-1");
+        assert_eq!(
+            finding.anomaly.contributions[0].metric,
+            feature::LATENCY_P99_MS
+        );
+        assert!(finding.anomaly.score > finding.anomaly.threshold);
+        let mut cleared = None;
+        for at in 70..80 {
+            if let Some(f) = detector
+                .on_snapshot(&snapshot(at, 20.0, 50.0), None)
+                .finding
+            {
+                cleared = Some(f);
+                break;
+            }
+        }
+        let cleared = cleared.expect("clears");
+        assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
+        assert_eq!(cleared.anomaly.anomaly_id, finding.anomaly.anomaly_id);
+        assert_eq!(cleared.correlation_id, "run-1");
+    }
+
+    #[test]
+    fn a_resumed_model_scores_at_once() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let mut first = LearnedDetector::new(config.clone());
+        let mut model = None;
+        for at in 0..60 {
+            model = model.or(first.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+        }
+        let service = samples::metric_snapshot().service;
+        let mut second = LearnedDetector::new(config);
+        second.resume(service, model.expect("fitted"));
+        let fired = (0..3)
+            .filter_map(|at| second.on_snapshot(&snapshot(at, 20.0, 2.0), None).finding)
+            .next()
+            .expect("fires within k windows, no warm-up");
+        assert_eq!(fired.anomaly.signature, Signature::TrafficDrop);
+    }
+}

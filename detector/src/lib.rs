@@ -25,7 +25,7 @@ pub mod snapshot;
 
 use async_nats::jetstream::kv;
 use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
-use immune_nats::{AnomalyState, Event, MetricSnapshot, Stage};
+use immune_nats::{AnomalyState, Event, MetricSnapshot, SnapshotScope, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, Delivery, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,9 @@ pub async fn run(
 async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
     let mut findings = Vec::new();
     match &delivery.envelope.body {
+        // Rules and the learned model judge instances (an action needs a container); a
+        // service roll-up is for dashboards and the scorecard.
+        Event::MetricSnapshot(s) if s.scope == SnapshotScope::Service => {}
         Event::MetricSnapshot(s) => {
             findings.extend(detectors.rules.on_snapshot(s));
             findings.extend(learn(bus, detectors, s).await);

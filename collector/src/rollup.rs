@@ -76,7 +76,13 @@ pub fn roll_up<'a>(
         healthy: 0,
     };
     let mut errors = 0.0;
+    let mut depends_on = Vec::new();
     for s in instances {
+        for d in &s.depends_on {
+            if !depends_on.contains(d) {
+                depends_on.push(d.clone());
+            }
+        }
         replicas.total += 1;
         if s.state == ContainerState::Running {
             replicas.running += 1;
@@ -137,6 +143,7 @@ pub fn roll_up<'a>(
         features,
         scope: SnapshotScope::Service,
         replicas: Some(replicas),
+        depends_on,
     }
 }
 

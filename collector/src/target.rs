@@ -361,6 +361,7 @@ async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricS
         features: Default::default(),
         scope: SnapshotScope::Instance,
         replicas: None,
+        depends_on: container.depends_on.clone(),
     };
     let f = &mut snapshot.features;
     f.insert(

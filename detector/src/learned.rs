@@ -163,6 +163,7 @@ impl LearnedDetector {
                         config.n
                     ),
                     started_ms: snapshot.observed_ms,
+                    depends_on: Vec::new(),
                 };
                 instance.episode = Some((anomaly.clone(), correlation.clone()));
                 outcome.finding = Some(Finding {

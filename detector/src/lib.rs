@@ -24,8 +24,10 @@ pub mod rules;
 pub mod snapshot;
 
 use async_nats::jetstream::kv;
+use std::collections::HashMap;
+
 use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
-use immune_nats::{AnomalyState, Event, MetricSnapshot, SnapshotScope, Stage};
+use immune_nats::{AnomalyState, Event, MetricSnapshot, ServiceName, SnapshotScope, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, Delivery, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
@@ -73,6 +75,9 @@ struct Detectors {
     rules: RuleEngine,
     learned: LearnedDetector,
     models: Option<kv::Store>,
+    /// Which services each service calls, from the latest snapshot's labels; every anomaly
+    /// carries it so the decider can find the root cause.
+    topology: HashMap<ServiceName, Vec<ServiceName>>,
 }
 
 /// Runs until `shutdown`.
@@ -99,6 +104,7 @@ pub async fn run(
         rules: RuleEngine::new(config.rules.clone()),
         learned: LearnedDetector::new(config.learned.clone()),
         models,
+        topology: HashMap::new(),
     };
     tracing::info!(learned = config.learned.enabled, "detector running");
     loop {
@@ -122,6 +128,9 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
         // service roll-up is for dashboards and the scorecard.
         Event::MetricSnapshot(s) if s.scope == SnapshotScope::Service => {}
         Event::MetricSnapshot(s) => {
+            detectors
+                .topology
+                .insert(s.service.clone(), s.depends_on.clone());
             findings.extend(detectors.rules.on_snapshot(s));
             findings.extend(learn(bus, detectors, s).await);
         }
@@ -135,6 +144,11 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
             });
         }
     };
+    for finding in &mut findings {
+        if let Some(calls) = detectors.topology.get(&finding.anomaly.service) {
+            finding.anomaly.depends_on = calls.clone();
+        }
+    }
     for finding in &findings {
         if let Err(e) = publish(bus, finding, &delivery).await {
             bus.telemetry().observe(Observation::Failed {

@@ -254,6 +254,7 @@ fn fire(
         }],
         reason,
         started_ms: now_ms,
+        depends_on: Vec::new(),
     };
     instance.episode = Episode {
         anomaly: Some(anomaly.clone()),

@@ -146,6 +146,9 @@ pub struct MetricSnapshot {
     /// For a service roll-up: how many replicas it covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Replicas>,
+    /// The services this one calls (label `immune.depends_on`), for root-cause choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ServiceName>,
 }
 
 /// What a [`MetricSnapshot`] describes.
@@ -286,6 +289,10 @@ pub struct Anomaly {
     /// One sentence an operator can read.
     pub reason: String,
     pub started_ms: u64,
+    /// The services the anomalous one calls, as its labels say; the decider acts on the
+    /// deepest anomalous dependency first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ServiceName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -61,6 +61,7 @@ pub fn metric_snapshot() -> MetricSnapshot {
         features,
         scope: SnapshotScope::Instance,
         replicas: None,
+        depends_on: Vec::new(),
     }
 }
 
@@ -95,6 +96,7 @@ pub fn anomaly() -> Anomaly {
         }],
         reason: "health check failed 3 times in a row".into(),
         started_ms: T0,
+        depends_on: Vec::new(),
     }
 }
 

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use immune_nats::{
-    decode, encode, samples, CodecError, Event, Subject, MAX_MESSAGE_BYTES, SCHEMA_VERSION,
+    decode, encode, samples, CodecError, Event, Replicas, ServiceName, SnapshotScope, Subject,
+    MAX_MESSAGE_BYTES, SCHEMA_VERSION, SERVICE_INSTANCE,
 };
 
 fn fixture_dir(version: u16) -> PathBuf {
@@ -231,5 +232,31 @@ fn service_names_are_validated_when_decoded() {
     assert_eq!(
         decode(&bad).expect_err("dotted service").kind(),
         "malformed"
+    );
+}
+
+#[test]
+fn roll_ups_and_dependencies_round_trip_and_old_snapshots_default_to_instances() {
+    let mut s = samples::metric_snapshot();
+    s.scope = SnapshotScope::Service;
+    s.instance = SERVICE_INSTANCE.into();
+    s.replicas = Some(Replicas {
+        total: 3,
+        running: 3,
+        healthy: 2,
+    });
+    s.depends_on = vec![ServiceName::new("payments").expect("valid")];
+    let envelope = samples::envelope(immune_nats::Stage::Collector, Event::MetricSnapshot(s));
+    let back = decode(&encode(&envelope).expect("encode")).expect("decode");
+    assert_eq!(back, envelope);
+    // A v1 snapshot written before roll-ups existed is an instance snapshot with no
+    // dependencies.
+    let old = std::fs::read(fixture_dir(1).join("metric_snapshot.msgpack")).expect("fixture");
+    let Event::MetricSnapshot(old) = decode(&old).expect("decodes").body else {
+        panic!("not a snapshot");
+    };
+    assert_eq!(
+        (old.scope, old.replicas, old.depends_on.len()),
+        (SnapshotScope::Instance, None, 0)
     );
 }

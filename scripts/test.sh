@@ -9,4 +9,6 @@ cd "$ROOT"
 bash scripts/setup.sh
 bash scripts/images.sh debug
 
-cargo test --workspace --all-targets -- --test-threads 2
+# Benches are not run here (they measure, and take minutes); clippy --all-targets in
+# .ci/run keeps them compiling. Run them with `cargo bench -p <crate>`.
+cargo test --workspace --lib --bins --tests -- --test-threads 2

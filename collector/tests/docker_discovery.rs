@@ -12,6 +12,21 @@ use immune_nats::{decode, feature, ContainerEventKind, Event, MetricSnapshot, Sn
 use immune_runtime::{BusConfig, Shutdown, Telemetry};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
 
+/// A collector of `project` on `nats`, every 500 ms.
+fn fast(nats: &NatsServer, project: &str) -> Config {
+    Config {
+        nats: BusConfig {
+            url: nats.url(),
+            ..Default::default()
+        },
+        project: Some(project.to_string()),
+        interval_ms: 500,
+        probe_timeout_ms: 400,
+        scrape_timeout_ms: 400,
+        ..Default::default()
+    }
+}
+
 async fn next_snapshot(
     sub: &mut async_nats::Subscriber,
     what: &str,
@@ -38,16 +53,8 @@ async fn finds_containers_from_events_and_rolls_up_replicas() {
     let project = unique("discovery");
     let service = unique("orders");
     let config = Config {
-        nats: BusConfig {
-            url: nats.url(),
-            ..Default::default()
-        },
-        project: Some(project.clone()),
-        interval_ms: 500,
-        probe_timeout_ms: 400,
-        scrape_timeout_ms: 400,
         resync_ms: 600_000,
-        ..Default::default()
+        ..fast(&nats, &project)
     };
     let client = nats.client().await;
     let mut metrics = client
@@ -143,16 +150,8 @@ async fn falls_back_to_the_stats_api_without_delaying_snapshots() {
     let service = unique("payments");
     let no_cgroups = tempfile::tempdir().expect("tmp");
     let config = Config {
-        nats: BusConfig {
-            url: nats.url(),
-            ..Default::default()
-        },
-        project: Some(project.clone()),
-        interval_ms: 500,
-        probe_timeout_ms: 400,
-        scrape_timeout_ms: 400,
         cgroup_root: no_cgroups.path().to_path_buf(),
-        ..Default::default()
+        ..fast(&nats, &project)
     };
     let demo = DemoContainer::start(DemoSpec::new(&service, &project)).await;
     let client = nats.client().await;

@@ -1,5 +1,7 @@
 //! `immune-chaos [--config FILE]` runs the chaos stage;
-//! `immune-chaos inject --service S --fault F [--for 30s] [--follow]` asks it for a fault.
+//! `immune-chaos inject --service S --fault F [--for 30s] [--follow]` asks it for a fault;
+//! `immune-chaos attack --url URL` sends the attack catalogue at a URL and reports;
+//! `immune-chaos kill-switch on|off` engages or releases the global kill switch.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +35,8 @@ enum Command {
         /// The service (`immune.service` label) to break.
         #[arg(long)]
         service: String,
-        /// crash, hang, kill, stop, pause, restart, latency, errors
+        /// crash, hang, kill, stop, pause, restart, network_disconnect, latency, errors,
+        /// memory_leak, cpu_burn, attack
         #[arg(long)]
         fault: FaultKind,
         /// How long the fault lasts before chaos reverts it.
@@ -48,6 +51,24 @@ enum Command {
         /// How long to follow.
         #[arg(long, default_value = "90s", value_parser = follow::parse_duration)]
         timeout: Duration,
+    },
+    /// Send the attack catalogue (SQL injection, XSS, path traversal, command injection,
+    /// oversized headers and body) at a URL and report what was rejected and accepted.
+    Attack {
+        /// e.g. http://127.0.0.1:8080/
+        #[arg(long)]
+        url: String,
+        /// Rounds of the whole catalogue.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+    },
+    /// Engage (`on`) or release (`off`) the global kill switch: while on, chaos refuses every
+    /// request.
+    KillSwitch {
+        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
 }
 
@@ -72,6 +93,38 @@ async fn main() -> anyhow::Result<ExitCode> {
                 Shutdown::from_signals(),
             )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Attack { url, rounds }) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?;
+            let mut report = immune_chaos::attack::AttackReport::default();
+            for _ in 0..rounds {
+                for payload in immune_chaos::attack::catalogue() {
+                    let verdict = immune_chaos::attack::send(&client, &url, &payload).await;
+                    println!("{:<18} {:<22} {verdict:?}", payload.class, payload.name);
+                    report.record(&payload, verdict);
+                }
+            }
+            println!("{report}");
+            Ok(if report.total().accepted == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::KillSwitch { nats, state }) => {
+            let bus_config = BusConfig {
+                url: nats,
+                ..Default::default()
+            };
+            let (_trigger, shutdown) = Shutdown::new();
+            let bus =
+                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
+                    .await?;
+            immune_chaos::set_kill_switch(&bus, state == "on").await?;
+            println!("chaos kill switch {state}");
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Inject {

@@ -472,6 +472,10 @@ async fn screening(
             }
             Err(_) => verdict = Some(screen::Rejection::OversizedBody),
         }
+    } else {
+        // Read (and drop) a refused body up to 1 MiB before answering: closing on a client
+        // still sending resets the connection before it reads the refusal.
+        let _ = axum::body::to_bytes(body, 1024 * 1024).await;
     }
     drop(headers);
     if let Some(rejection) = verdict {

@@ -18,6 +18,7 @@
 pub mod attack;
 pub mod faults;
 pub mod follow;
+pub mod schedule;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Config {
     pub max_duration_ms: u64,
     /// Record what would be injected, inject nothing.
     pub dry_run: bool,
+    /// The random schedule (off unless enabled).
+    pub schedule: schedule::ScheduleConfig,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             default_duration_ms: 30_000,
             max_duration_ms: 600_000,
             dry_run: false,
+            schedule: schedule::ScheduleConfig::default(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl Config {
                 "default_duration_ms: must be between 1 and max_duration_ms".into(),
             ));
         }
+        self.schedule.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -214,6 +219,13 @@ pub async fn run(
         chaos.in_force.fetch_add(1, Ordering::SeqCst);
         reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
     }
+    if chaos.config.schedule.enabled {
+        reverts.spawn(scheduled(
+            chaos.bus.clone(),
+            chaos.config.schedule.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(project = ?chaos.config.project, dry_run = chaos.config.dry_run, "chaos running");
     loop {
         let delivery = tokio::select! {
@@ -265,6 +277,36 @@ pub async fn run(
     }
     tracing::info!("chaos stopped");
     Ok(())
+}
+
+/// The random schedule: what it draws is published as a request, like any client's.
+async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shutdown) {
+    let seed = config.seed.unwrap_or_else(now_ms);
+    let mut rng = schedule::Rng::seeded(seed);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tracing::info!(
+        seed,
+        interval_ms = config.interval_ms,
+        probability = config.probability,
+        "chaos schedule on"
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(request) = schedule::draw(&config, &mut rng, now_ms()) else {
+            continue;
+        };
+        tracing::info!(service = %request.service, fault = %request.fault, "the schedule drew a fault");
+        if let Err(e) = follow::request(&bus, request).await {
+            bus.telemetry().observe(Observation::Failed {
+                what: "publish_scheduled_request",
+                error: &e.to_string(),
+            });
+        }
+    }
 }
 
 /// Picks the target under the guardrails and injects, or says why it will not.

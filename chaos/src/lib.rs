@@ -16,6 +16,7 @@
 //! `ChaosRejected` saying what would have been done) but nothing is touched.
 
 pub mod attack;
+pub mod experiment;
 pub mod faults;
 pub mod follow;
 pub mod schedule;

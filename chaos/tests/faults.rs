@@ -587,3 +587,133 @@ async fn kill_switch_and_dry_run_change_nothing() {
     );
     dry.stop().await;
 }
+
+/// Publishes a snapshot of `orders` every 200 ms with the error ratio the test sets (in
+/// thousandths): the experiment reads snapshots from the bus, whoever measured them.
+fn snapshots_of_orders(
+    bus: Bus,
+    error_ratio: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut snapshot = immune_nats::samples::metric_snapshot();
+            snapshot.observed_ms = immune_nats::envelope::now_ms();
+            let ratio = error_ratio.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1000.0;
+            snapshot
+                .features
+                .insert(immune_nats::feature::ERROR_RATIO.to_string(), ratio);
+            let _ = bus.publish(None, Event::MetricSnapshot(snapshot)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn experiment(method: &str, rollback_url: &str) -> immune_chaos::experiment::Experiment {
+    immune_chaos::experiment::Experiment::parse(&format!(
+        r#"
+title = "test"
+service = "orders"
+settle_ms = 300
+[steady_state]
+window_ms = 1000
+min_snapshots = 2
+[[steady_state.probes]]
+feature = "error_ratio"
+max = 0.05
+abort_max = 0.5
+{method}
+[[rollbacks]]
+url = "{rollback_url}"
+body = '{{"mode": "none"}}'
+"#
+    ))
+    .expect("a valid experiment")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_experiment_holds_or_aborts_on_its_limits_and_rolls_back() {
+    use immune_chaos::experiment::{run, Verdict};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let world = World::new().await;
+    let chaos = Running::start(world.config());
+    let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
+    let fault_url = format!(
+        "http://{}:8080/fault",
+        demo.address().await.expect("address")
+    );
+    let error_ratio = Arc::new(AtomicU64::new(0));
+    let feed = snapshots_of_orders(world.bus.clone(), error_ratio.clone());
+
+    // Steady before and after a short latency fault: the hypothesis holds.
+    let held = experiment(
+        "[[method]]\nfault = \"latency\"\nduration_ms = 800\nparams = { latency_ms = \"300\" }",
+        &fault_url,
+    );
+    let mut lines = Vec::new();
+    let verdict = run(&world.bus, &held, &unique("exp"), |l| {
+        lines.push(l.to_string())
+    })
+    .await
+    .expect("experiment runs");
+    assert_eq!(verdict, Verdict::Held, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("latency injected into orders")),
+        "{lines:#?}"
+    );
+
+    // Not steady to begin with: nothing is injected.
+    error_ratio.store(200, Ordering::SeqCst);
+    let verdict = run(&world.bus, &held, &unique("exp"), |_| {})
+        .await
+        .expect("experiment runs");
+    assert!(
+        matches!(verdict, Verdict::NotSteadyBefore(ref why) if why.contains("error_ratio")),
+        "{verdict:?}"
+    );
+    assert_eq!(world.mode(&demo).await, "none");
+
+    // Errors past the abort limit during the method: abort, roll back at once.
+    error_ratio.store(0, Ordering::SeqCst);
+    let aborting = experiment(
+        "[[method]]\nfault = \"errors\"\nduration_ms = 20000\nparams = { error_rate = \"1.0\" }\n[[method]]\nfault = \"kill\"\nduration_ms = 1000",
+        &fault_url,
+    );
+    let breach = tokio::spawn({
+        let error_ratio = error_ratio.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1800)).await;
+            error_ratio.store(900, Ordering::SeqCst);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let verdict = run(&world.bus, &aborting, &unique("exp"), |l| {
+        lines.push(l.to_string())
+    })
+    .await
+    .expect("experiment runs");
+    breach.await.expect("breach task");
+    match &verdict {
+        Verdict::Aborted { step, reason } => {
+            assert_eq!(*step, 1);
+            assert!(reason.contains("abort limit 0.5"), "{reason}");
+        }
+        other => panic!("expected an abort, got {other:?}: {lines:#?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "aborted long before the fault's 20 s"
+    );
+    assert_eq!(
+        world.mode(&demo).await,
+        "none",
+        "the rollback cleared the fault"
+    );
+    assert!(demo.running().await, "the second step (kill) never ran");
+    feed.abort();
+    chaos.stop().await;
+}

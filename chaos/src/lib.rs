@@ -14,6 +14,10 @@
 //! refused; changeable at run time with `immune-chaos kill-switch on|off`). With
 //! `dry_run = true` a request passes the guardrails and is recorded (`chaos.dry_run` audit,
 //! `ChaosRejected` saying what would have been done) but nothing is touched.
+//!
+//! Other triggers, all sending ordinary requests through these guardrails: the random
+//! schedule ([`schedule`], `[schedule]` in the config) and experiment files ([`experiment`],
+//! `immune-chaos run`). The `attack` fault and `immune-chaos attack` use [`attack`].
 
 pub mod attack;
 pub mod experiment;

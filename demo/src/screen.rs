@@ -131,10 +131,11 @@ fn signature(text: &str) -> Option<Rejection> {
         Some(Rejection::SqlInjection)
     } else if found(XSS) {
         Some(Rejection::Xss)
+    } else if found(COMMAND_INJECTION) {
+        // Before traversal: `; cat /etc/passwd` is a command first.
+        Some(Rejection::CommandInjection)
     } else if found(PATH_TRAVERSAL) {
         Some(Rejection::PathTraversal)
-    } else if found(COMMAND_INJECTION) {
-        Some(Rejection::CommandInjection)
     } else {
         None
     }
@@ -240,6 +241,7 @@ mod tests {
                 Rejection::CommandInjection,
             ),
             ("/?x=%24(id)", Rejection::CommandInjection),
+            ("/?h=1%3B%20cat%20%2Fetc%2Fpasswd", Rejection::CommandInjection),
         ];
         for (t, expected) in cases {
             assert_eq!(target(t), Some(expected), "{t}");

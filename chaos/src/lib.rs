@@ -10,8 +10,9 @@
 //!
 //! Faults in force are kept in the KV bucket `immune_chaos_faults` (what was done and how to
 //! undo it), so a chaos process that starts after another one died reverts what is due. The
-//! kill switch is key `kill_switch` of bucket `immune_chaos_control` (`on`: every request is
-//! refused; changeable at run time with `immune-chaos kill-switch on|off`). With
+//! kill switch is key `kill_switch` of bucket `immune_chaos_control` (`on`: every fault in
+//! force is reverted at once and every request is refused; changeable at run time with
+//! `immune-chaos kill-switch on|off`). With
 //! `dry_run = true` a request passes the guardrails and is recorded (`chaos.dry_run` audit,
 //! `ChaosRejected` saying what would have been done) but nothing is touched.
 //!
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use immune_nats::streams::{CHAOS, CHAOS_CONTROL, CHAOS_FAULTS};
 use immune_nats::{
     envelope::now_ms, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted, ContainerState,
@@ -147,6 +148,8 @@ struct Chaos {
     faults: kv::Store,
     control: kv::Store,
     in_force: Arc<AtomicUsize>,
+    /// Flips to true when the kill switch is engaged: every fault in force is reverted now.
+    halted: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Reads the kill switch: `Ok(true)` when engaged.
@@ -208,9 +211,12 @@ pub async fn run(
         &shutdown,
     )
     .await?;
+    let control = bus.bucket(CHAOS_CONTROL).await?;
+    let (halt, halted) = tokio::sync::watch::channel(false);
     let chaos = Chaos {
         faults: bus.bucket(CHAOS_FAULTS).await?,
-        control: bus.bucket(CHAOS_CONTROL).await?,
+        halted,
+        control,
         config: Arc::new(config),
         injector: Injector::new(docker::connect()?),
         in_force: Arc::default(),
@@ -224,6 +230,11 @@ pub async fn run(
         chaos.in_force.fetch_add(1, Ordering::SeqCst);
         reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
     }
+    reverts.spawn(watch_kill_switch(
+        chaos.control.clone(),
+        halt,
+        shutdown.clone(),
+    ));
     if chaos.config.schedule.enabled {
         reverts.spawn(scheduled(
             chaos.bus.clone(),
@@ -282,6 +293,41 @@ pub async fn run(
     }
     tracing::info!("chaos stopped");
     Ok(())
+}
+
+/// Follows the kill switch: engaged, every fault in force is reverted at once (and new
+/// requests are refused, see [`inject`]); released, faults may be injected again.
+async fn watch_kill_switch(
+    control: kv::Store,
+    halt: tokio::sync::watch::Sender<bool>,
+    mut shutdown: Shutdown,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let mut changes = match control.watch_with_history(KILL_SWITCH).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot watch the kill switch");
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let change = tokio::select! {
+                _ = shutdown.wait() => return,
+                c = changes.next() => c,
+            };
+            let Some(Ok(entry)) = change else { break };
+            let on = entry.operation == kv::Operation::Put && entry.value.as_ref() == b"on";
+            if on != *halt.borrow() {
+                tracing::warn!(engaged = on, "chaos kill switch changed");
+            }
+            halt.send_replace(on);
+        }
+    }
 }
 
 /// The random schedule: what it draws is published as a request, like any client's.
@@ -509,9 +555,11 @@ async fn announce_rejected(
 async fn revert_later(chaos: Chaos, active: ActiveFault, mut shutdown: Shutdown) {
     let injected = &active.injected;
     let wait = Duration::from_millis(injected.revert_at_ms.saturating_sub(now_ms()));
+    let mut halted = chaos.halted.clone();
     let why = tokio::select! {
         _ = tokio::time::sleep(wait) => "the fault's time was up",
         _ = shutdown.wait() => "the chaos stage is stopping",
+        Ok(_) = halted.wait_for(|on| *on) => "the chaos kill switch was engaged",
     };
     let note = chaos
         .injector

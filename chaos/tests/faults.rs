@@ -548,9 +548,17 @@ async fn kill_switch_and_dry_run_change_nothing() {
     let chaos = Running::start(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
+    // A fault in force is reverted as soon as the switch is engaged, long before its time.
+    let run = world.ask("orders", FaultKind::Hang, 60_000, &[]).await;
+    world.injected(&run).await;
+    assert_eq!(world.mode(&demo).await, "hang");
     immune_chaos::set_kill_switch(&world.bus, true)
         .await
         .expect("engage");
+    let reverted = world.reverted(&run, Duration::from_secs(5)).await;
+    assert_eq!(reverted.note, "fault cleared");
+    assert_eq!(world.mode(&demo).await, "none");
+
     let run = world.ask("orders", FaultKind::Hang, 1000, &[]).await;
     assert_eq!(
         world.rejected(&run).await.reason,

@@ -241,7 +241,10 @@ mod tests {
                 Rejection::CommandInjection,
             ),
             ("/?x=%24(id)", Rejection::CommandInjection),
-            ("/?h=1%3B%20cat%20%2Fetc%2Fpasswd", Rejection::CommandInjection),
+            (
+                "/?h=1%3B%20cat%20%2Fetc%2Fpasswd",
+                Rejection::CommandInjection,
+            ),
         ];
         for (t, expected) in cases {
             assert_eq!(target(t), Some(expected), "{t}");

@@ -7,15 +7,32 @@
 //! Every injection is published as `ChaosInjected` with the chaos run id as correlation id,
 //! and reverted automatically when its duration ends (or at once when the stage stops),
 //! published as `ChaosReverted`. Refusals are published as `ChaosRejected` with the reason.
+//!
+//! Faults in force are kept in the KV bucket `immune_chaos_faults` (what was done and how to
+//! undo it), so a chaos process that starts after another one died reverts what is due. The
+//! kill switch is key `kill_switch` of bucket `immune_chaos_control` (`on`: every fault in
+//! force is reverted at once and every request is refused; changeable at run time with
+//! `immune-chaos kill-switch on|off`). With
+//! `dry_run = true` a request passes the guardrails and is recorded (`chaos.dry_run` audit,
+//! `ChaosRejected` saying what would have been done) but nothing is touched.
+//!
+//! Other triggers, all sending ordinary requests through these guardrails: the random
+//! schedule ([`schedule`], `[schedule]` in the config) and experiment files ([`experiment`],
+//! `immune-chaos run`). The `attack` fault and `immune-chaos attack` use [`attack`].
 
+pub mod attack;
+pub mod experiment;
 pub mod faults;
 pub mod follow;
+pub mod schedule;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use immune_nats::streams::CHAOS;
+use async_nats::jetstream::kv;
+use futures::{StreamExt, TryStreamExt};
+use immune_nats::streams::{CHAOS, CHAOS_CONTROL, CHAOS_FAULTS};
 use immune_nats::{
     envelope::now_ms, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted, ContainerState,
     Event, Stage,
@@ -26,7 +43,10 @@ use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry,
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-pub use faults::Injector;
+pub use faults::{Injector, Undo};
+
+/// The kill switch's key in the control bucket.
+pub const KILL_SWITCH: &str = "kill_switch";
 
 pub const STAGE: Stage = Stage::Chaos;
 
@@ -42,6 +62,10 @@ pub struct Config {
     pub default_duration_ms: u64,
     /// Longest duration a request may ask for.
     pub max_duration_ms: u64,
+    /// Record what would be injected, inject nothing.
+    pub dry_run: bool,
+    /// The random schedule (off unless enabled).
+    pub schedule: schedule::ScheduleConfig,
 }
 
 impl Default for Config {
@@ -53,6 +77,8 @@ impl Default for Config {
             max_concurrent_faults: 3,
             default_duration_ms: 30_000,
             max_duration_ms: 600_000,
+            dry_run: false,
+            schedule: schedule::ScheduleConfig::default(),
         }
     }
 }
@@ -69,6 +95,7 @@ impl Config {
                 "default_duration_ms: must be between 1 and max_duration_ms".into(),
             ));
         }
+        self.schedule.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -79,6 +106,96 @@ pub enum ChaosError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Docker(#[from] docker::TargetError),
+    #[error("faults in force: {0}")]
+    FaultsInForce(String),
+}
+
+impl ChaosError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChaosError::Bus(e) => e.kind(),
+            ChaosError::Docker(e) => e.kind(),
+            ChaosError::FaultsInForce(_) => "faults_in_force",
+        }
+    }
+}
+
+/// A fault in force as kept in the bus: enough for any chaos process to revert it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveFault {
+    /// Its key in the faults bucket.
+    pub key: String,
+    pub injected: ChaosInjected,
+    #[serde(default)]
+    pub undo: Undo,
+}
+
+/// What became of a request.
+#[derive(Debug)]
+enum Outcome {
+    Injected(ActiveFault),
+    /// Passed the guardrails in dry-run mode: what would have been done.
+    DryRun(String),
+    Rejected(String),
+}
+
+/// What the stage's tasks share.
+#[derive(Debug, Clone)]
+struct Chaos {
+    config: Arc<Config>,
+    bus: Bus,
+    injector: Injector,
+    faults: kv::Store,
+    control: kv::Store,
+    in_force: Arc<AtomicUsize>,
+    /// Flips to true when the kill switch is engaged: every fault in force is reverted now.
+    halted: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Reads the kill switch: `Ok(true)` when engaged.
+pub async fn kill_switch(control: &kv::Store) -> Result<bool, String> {
+    match control.get(KILL_SWITCH).await {
+        Ok(value) => Ok(value.is_some_and(|v| v.as_ref() == b"on")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Engages (`true`) or releases the kill switch, from any process on the bus.
+pub async fn set_kill_switch(bus: &Bus, on: bool) -> Result<(), BusError> {
+    let control = bus.bucket(CHAOS_CONTROL).await?;
+    control
+        .put(KILL_SWITCH, if on { "on" } else { "off" }.into())
+        .await
+        .map_err(|e| BusError::KeyValue {
+            bucket: CHAOS_CONTROL.name.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
+}
+
+/// Faults a previous chaos process left in force.
+pub async fn faults_in_force(faults: &kv::Store) -> Result<Vec<ActiveFault>, ChaosError> {
+    let keys: Vec<String> = faults
+        .keys()
+        .await
+        .map_err(|e| ChaosError::FaultsInForce(e.to_string()))?
+        .try_collect()
+        .await
+        .map_err(|e| ChaosError::FaultsInForce(e.to_string()))?;
+    let mut active = Vec::new();
+    for key in keys {
+        let Ok(Some(value)) = faults.get(&key).await else {
+            continue;
+        };
+        match serde_json::from_slice::<ActiveFault>(&value) {
+            Ok(fault) => active.push(fault),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "unreadable fault record; dropped");
+                let _ = faults.purge(&key).await;
+            }
+        }
+    }
+    Ok(active)
 }
 
 /// Runs until `shutdown`; faults still in force are reverted before it returns.
@@ -94,11 +211,38 @@ pub async fn run(
         &shutdown,
     )
     .await?;
-    let mut inbox = bus.inbox(CHAOS).await?;
-    let injector = Injector::new(docker::connect()?);
-    let in_force = Arc::new(AtomicUsize::new(0));
+    let control = bus.bucket(CHAOS_CONTROL).await?;
+    let (halt, halted) = tokio::sync::watch::channel(false);
+    let chaos = Chaos {
+        faults: bus.bucket(CHAOS_FAULTS).await?,
+        halted,
+        control,
+        config: Arc::new(config),
+        injector: Injector::new(docker::connect()?),
+        in_force: Arc::default(),
+        bus,
+    };
+    let mut inbox = chaos.bus.inbox(CHAOS).await?;
     let mut reverts = JoinSet::new();
-    tracing::info!(project = ?config.project, "chaos running");
+    // What a chaos process that stopped without reverting left behind: revert it when due.
+    for active in faults_in_force(&chaos.faults).await? {
+        tracing::info!(run_id = %active.injected.run_id, service = %active.injected.service, fault = %active.injected.fault, revert_at_ms = active.injected.revert_at_ms, "fault left in force by a previous chaos process");
+        chaos.in_force.fetch_add(1, Ordering::SeqCst);
+        reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
+    }
+    reverts.spawn(watch_kill_switch(
+        chaos.control.clone(),
+        halt,
+        shutdown.clone(),
+    ));
+    if chaos.config.schedule.enabled {
+        reverts.spawn(scheduled(
+            chaos.bus.clone(),
+            chaos.config.schedule.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(project = ?chaos.config.project, dry_run = chaos.config.dry_run, "chaos running");
     loop {
         let delivery = tokio::select! {
             _ = shutdown.wait() => break,
@@ -118,23 +262,16 @@ pub async fn run(
             .clone()
             .or_else(|| delivery.envelope.correlation_id.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let published = match inject(&config, &injector, &in_force, request).await {
-            Ok((target, injected)) => {
-                let published = announce_injected(&bus, &run_id, &injected).await;
-                reverts.spawn(revert_later(
-                    bus.clone(),
-                    injector.clone(),
-                    in_force.clone(),
-                    target,
-                    ChaosInjected {
-                        run_id: run_id.clone(),
-                        ..injected
-                    },
-                    shutdown.clone(),
-                ));
+        let published = match inject(&chaos, &run_id, request).await {
+            Outcome::Injected(active) => {
+                let published = announce_injected(&chaos.bus, &active.injected).await;
+                reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
                 published
             }
-            Err(reason) => announce_rejected(&bus, &run_id, request, reason).await,
+            Outcome::DryRun(would) => announce_dry_run(&chaos.bus, &run_id, request, would).await,
+            Outcome::Rejected(reason) => {
+                announce_rejected(&chaos.bus, &run_id, request, reason).await
+            }
         };
         if published.is_ok() {
             let _ = delivery.ack().await;
@@ -148,27 +285,101 @@ pub async fn run(
     if all_reverted.is_err() {
         tracing::error!("some faults could not be reverted within 15 s");
     }
+    // Closing the connection withdraws the consumer's outstanding pull, so the next chaos
+    // process gets the next request at once rather than after the ack wait.
+    drop(inbox);
+    if let Err(e) = chaos.bus.client().drain().await {
+        tracing::warn!(error = %e, "could not drain the NATS connection");
+    }
     tracing::info!("chaos stopped");
     Ok(())
 }
 
-/// Picks the target under the guardrails and injects; the reason when it will not.
-async fn inject(
-    config: &Config,
-    injector: &Injector,
-    in_force: &AtomicUsize,
-    request: &ChaosRequest,
-) -> Result<(ManagedContainer, ChaosInjected), String> {
-    let managed = docker::list_managed(injector.docker(), config.project.as_deref())
-        .await
-        .map_err(|e| format!("cannot list containers: {e}"))?;
+/// Follows the kill switch: engaged, every fault in force is reverted at once (and new
+/// requests are refused, see [`inject`]); released, faults may be injected again.
+async fn watch_kill_switch(
+    control: kv::Store,
+    halt: tokio::sync::watch::Sender<bool>,
+    mut shutdown: Shutdown,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let mut changes = match control.watch_with_history(KILL_SWITCH).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot watch the kill switch");
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let change = tokio::select! {
+                _ = shutdown.wait() => return,
+                c = changes.next() => c,
+            };
+            let Some(Ok(entry)) = change else { break };
+            let on = entry.operation == kv::Operation::Put && entry.value.as_ref() == b"on";
+            if on != *halt.borrow() {
+                tracing::warn!(engaged = on, "chaos kill switch changed");
+            }
+            halt.send_replace(on);
+        }
+    }
+}
+
+/// The random schedule: what it draws is published as a request, like any client's.
+async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shutdown) {
+    let seed = config.seed.unwrap_or_else(now_ms);
+    let mut rng = schedule::Rng::seeded(seed);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tracing::info!(
+        seed,
+        interval_ms = config.interval_ms,
+        probability = config.probability,
+        "chaos schedule on"
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(request) = schedule::draw(&config, &mut rng, now_ms()) else {
+            continue;
+        };
+        tracing::info!(service = %request.service, fault = %request.fault, "the schedule drew a fault");
+        if let Err(e) = follow::request(&bus, request).await {
+            bus.telemetry().observe(Observation::Failed {
+                what: "publish_scheduled_request",
+                error: &e.to_string(),
+            });
+        }
+    }
+}
+
+/// Picks the target under the guardrails and injects, or says why it will not.
+async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest) -> Outcome {
+    let config = &chaos.config;
+    match kill_switch(&chaos.control).await {
+        Ok(false) => {}
+        Ok(true) => return Outcome::Rejected("the chaos kill switch is engaged".into()),
+        Err(e) => return Outcome::Rejected(format!("cannot read the kill switch ({e}): refusing")),
+    }
+    let managed =
+        match docker::list_managed(chaos.injector.docker(), config.project.as_deref()).await {
+            Ok(managed) => managed,
+            Err(e) => return Outcome::Rejected(format!("cannot list containers: {e}")),
+        };
     let candidates: Vec<ManagedContainer> = managed
         .into_iter()
         .flatten()
         .filter(|c| c.service == request.service && c.state == ContainerState::Running)
         .collect();
     let Some(target) = candidates.iter().find(|c| c.chaos).cloned() else {
-        return Err(if candidates.is_empty() {
+        return Outcome::Rejected(if candidates.is_empty() {
             format!(
                 "no running managed container of service {} in project {:?}",
                 request.service, config.project
@@ -183,50 +394,66 @@ async fn inject(
     let duration_ms = match request.duration_ms {
         0 => config.default_duration_ms,
         d if d > config.max_duration_ms => {
-            return Err(format!(
+            return Outcome::Rejected(format!(
                 "duration {d} ms exceeds max_duration_ms {}",
                 config.max_duration_ms
             ))
         }
         d => d,
     };
-    if in_force.fetch_add(1, Ordering::SeqCst) >= config.max_concurrent_faults {
-        in_force.fetch_sub(1, Ordering::SeqCst);
-        return Err(format!(
+    if config.dry_run {
+        return Outcome::DryRun(format!(
+            "dry run: would inject {} into {} for {duration_ms} ms with {:?}",
+            request.fault, target.name, request.params
+        ));
+    }
+    if chaos.in_force.fetch_add(1, Ordering::SeqCst) >= config.max_concurrent_faults {
+        chaos.in_force.fetch_sub(1, Ordering::SeqCst);
+        return Outcome::Rejected(format!(
             "{} faults already in force (max_concurrent_faults)",
             config.max_concurrent_faults
         ));
     }
-    if let Err(e) = injector
-        .inject(&target, request.fault, &request.params)
+    let key = format!("fault.{}", uuid::Uuid::now_v7().simple());
+    let undo = match chaos
+        .injector
+        .inject(&target, request.fault, &request.params, &key)
         .await
     {
-        in_force.fetch_sub(1, Ordering::SeqCst);
-        return Err(format!("injection failed: {e}"));
-    }
-    let injected_ms = now_ms();
-    let injected = ChaosInjected {
-        run_id: String::new(),
-        service: target.service.clone(),
-        instance: target.name.clone(),
-        container_id: target.id.clone(),
-        fault: request.fault,
-        params: request.params.clone(),
-        injected_ms,
-        revert_at_ms: injected_ms + duration_ms,
+        Ok(undo) => undo,
+        Err(e) => {
+            chaos.in_force.fetch_sub(1, Ordering::SeqCst);
+            return Outcome::Rejected(format!("injection failed: {e}"));
+        }
     };
-    Ok((target, injected))
+    let injected_ms = now_ms();
+    let active = ActiveFault {
+        key,
+        injected: ChaosInjected {
+            run_id: run_id.to_string(),
+            service: target.service.clone(),
+            instance: target.name.clone(),
+            container_id: target.id.clone(),
+            fault: request.fault,
+            params: request.params.clone(),
+            injected_ms,
+            revert_at_ms: injected_ms + duration_ms,
+        },
+        undo,
+    };
+    // Kept in the bus before it is announced, so another chaos process can revert it.
+    let record = serde_json::to_vec(&active).unwrap_or_default();
+    if let Err(e) = chaos.faults.put(&active.key, record.into()).await {
+        chaos.bus.telemetry().observe(Observation::Failed {
+            what: "record_fault",
+            error: &e.to_string(),
+        });
+    }
+    Outcome::Injected(active)
 }
 
-async fn announce_injected(
-    bus: &Bus,
-    run_id: &str,
-    injected: &ChaosInjected,
-) -> Result<(), BusError> {
-    let injected = ChaosInjected {
-        run_id: run_id.to_string(),
-        ..injected.clone()
-    };
+async fn announce_injected(bus: &Bus, injected: &ChaosInjected) -> Result<(), BusError> {
+    let run_id = injected.run_id.as_str();
     tracing::info!(run_id, service = %injected.service, fault = %injected.fault, instance = %injected.instance, "fault injected");
     bus.telemetry().observe(Observation::Acted {
         what: injected.fault.as_str(),
@@ -241,9 +468,10 @@ async fn announce_injected(
         injected.fault, injected.service
     );
     let outcome = format!(
-        "{} injected into {}, reverted in {} ms",
+        "{} injected into {} with {:?}, reverted in {} ms",
         injected.fault,
         injected.instance,
+        injected.params,
         injected.revert_at_ms - injected.injected_ms
     );
     bus.audit(
@@ -252,6 +480,39 @@ async fn announce_injected(
         "chaos.injected",
         why,
         outcome,
+        Some(id),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn announce_dry_run(
+    bus: &Bus,
+    run_id: &str,
+    request: &ChaosRequest,
+    would: String,
+) -> Result<(), BusError> {
+    tracing::info!(run_id, service = %request.service, fault = %request.fault, "{would}");
+    bus.telemetry().observe(Observation::Refused {
+        what: "chaos_request",
+        reason: "dry_run",
+    });
+    let rejected = ChaosRejected {
+        run_id: run_id.to_string(),
+        service: request.service.clone(),
+        fault: request.fault,
+        reason: would.clone(),
+    };
+    let correlation = Some(run_id.to_string());
+    let id = bus
+        .publish(correlation.clone(), Event::ChaosRejected(rejected))
+        .await?;
+    bus.audit(
+        correlation,
+        &request.service,
+        "chaos.dry_run",
+        format!("chaos request for {} on {}", request.fault, request.service),
+        would,
         Some(id),
     )
     .await?;
@@ -291,21 +552,31 @@ async fn announce_rejected(
 }
 
 /// Waits until the fault's time is up (or the stage stops), reverts it, and says so.
-async fn revert_later(
-    bus: Bus,
-    injector: Injector,
-    in_force: Arc<AtomicUsize>,
-    target: ManagedContainer,
-    injected: ChaosInjected,
-    mut shutdown: Shutdown,
-) {
+async fn revert_later(chaos: Chaos, active: ActiveFault, mut shutdown: Shutdown) {
+    let injected = &active.injected;
     let wait = Duration::from_millis(injected.revert_at_ms.saturating_sub(now_ms()));
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.wait() => {}
+    let mut halted = chaos.halted.clone();
+    let why = tokio::select! {
+        _ = tokio::time::sleep(wait) => "the fault's time was up",
+        _ = shutdown.wait() => "the chaos stage is stopping",
+        Ok(_) = halted.wait_for(|on| *on) => "the chaos kill switch was engaged",
+    };
+    let note = chaos
+        .injector
+        .revert(
+            &injected.container_id,
+            injected.fault,
+            &active.key,
+            &active.undo,
+        )
+        .await;
+    chaos.in_force.fetch_sub(1, Ordering::SeqCst);
+    if let Err(e) = chaos.faults.purge(&active.key).await {
+        chaos.bus.telemetry().observe(Observation::Failed {
+            what: "forget_fault",
+            error: &e.to_string(),
+        });
     }
-    let note = injector.revert(&target, injected.fault).await;
-    in_force.fetch_sub(1, Ordering::SeqCst);
     tracing::info!(run_id = %injected.run_id, service = %injected.service, fault = %injected.fault, %note, "fault reverted");
     let reverted = ChaosReverted {
         run_id: injected.run_id.clone(),
@@ -316,6 +587,7 @@ async fn revert_later(
         reverted_ms: now_ms(),
     };
     let correlation = Some(injected.run_id.clone());
+    let bus = &chaos.bus;
     let published = async {
         let id = bus
             .publish(correlation.clone(), Event::ChaosReverted(reverted))
@@ -324,7 +596,7 @@ async fn revert_later(
             correlation,
             &injected.service,
             "chaos.reverted",
-            "the fault's time was up".to_string(),
+            why.to_string(),
             note,
             Some(id),
         )

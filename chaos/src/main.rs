@@ -1,5 +1,8 @@
 //! `immune-chaos [--config FILE]` runs the chaos stage;
-//! `immune-chaos inject --service S --fault F [--for 30s] [--follow]` asks it for a fault.
+//! `immune-chaos inject --service S --fault F [--for 30s] [--follow]` asks it for a fault;
+//! `immune-chaos run EXPERIMENT.toml` runs an experiment (see `chaos/experiments/`);
+//! `immune-chaos attack --url URL` sends the attack catalogue at a URL and reports;
+//! `immune-chaos kill-switch on|off` engages or releases the global kill switch.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +36,8 @@ enum Command {
         /// The service (`immune.service` label) to break.
         #[arg(long)]
         service: String,
-        /// crash, hang, kill, stop, pause, restart, latency, errors
+        /// crash, hang, kill, stop, pause, restart, network_disconnect, latency, errors,
+        /// memory_leak, cpu_burn, attack
         #[arg(long)]
         fault: FaultKind,
         /// How long the fault lasts before chaos reverts it.
@@ -49,6 +53,35 @@ enum Command {
         #[arg(long, default_value = "90s", value_parser = follow::parse_duration)]
         timeout: Duration,
     },
+    /// Run an experiment file: steady state before, the method, rollbacks, steady state after.
+    Run {
+        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        file: PathBuf,
+    },
+    /// Send the attack catalogue (SQL injection, XSS, path traversal, command injection,
+    /// oversized headers and body) at a URL and report what was rejected and accepted.
+    Attack {
+        /// e.g. http://127.0.0.1:8080/
+        #[arg(long)]
+        url: String,
+        /// Rounds of the whole catalogue.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+    },
+    /// Engage (`on`) or release (`off`) the global kill switch: while on, chaos refuses every
+    /// request.
+    KillSwitch {
+        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+/// A run id unique enough for a person to follow: the time in milliseconds, in hex.
+fn uuid_like() -> String {
+    format!("{:x}", now_ms())
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -72,6 +105,66 @@ async fn main() -> anyhow::Result<ExitCode> {
                 Shutdown::from_signals(),
             )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Run { nats, file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let experiment = immune_chaos::experiment::Experiment::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let bus_config = BusConfig {
+                url: nats,
+                ..Default::default()
+            };
+            let (_trigger, shutdown) = Shutdown::new();
+            let bus =
+                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
+                    .await?;
+            let run_id = format!("experiment-{}", uuid_like());
+            let started = now_ms();
+            println!("chaos run {run_id}");
+            let verdict = immune_chaos::experiment::run(&bus, &experiment, &run_id, |line| {
+                let at = now_ms().saturating_sub(started) as f64 / 1000.0;
+                println!("[+{at:6.2}s] {line}");
+            })
+            .await?;
+            println!("experiment ended: {verdict:?}");
+            Ok(if verdict == immune_chaos::experiment::Verdict::Held {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::Attack { url, rounds }) => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?;
+            let mut report = immune_chaos::attack::AttackReport::default();
+            for _ in 0..rounds {
+                for payload in immune_chaos::attack::catalogue() {
+                    let verdict = immune_chaos::attack::send(&client, &url, &payload).await;
+                    println!("{:<18} {:<22} {verdict:?}", payload.class, payload.name);
+                    report.record(&payload, verdict);
+                }
+            }
+            println!("{report}");
+            Ok(if report.total().accepted == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Some(Command::KillSwitch { nats, state }) => {
+            let bus_config = BusConfig {
+                url: nats,
+                ..Default::default()
+            };
+            let (_trigger, shutdown) = Shutdown::new();
+            let bus =
+                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
+                    .await?;
+            immune_chaos::set_kill_switch(&bus, state == "on").await?;
+            println!("chaos kill switch {state}");
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Inject {

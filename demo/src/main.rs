@@ -5,8 +5,14 @@
 //! - `GET /health` answers 200 while the service is well.
 //! - `GET /metrics`: `demo_http_requests_total{status}`, the latency histogram
 //!   `demo_http_request_duration_seconds`, `demo_http_in_flight_requests`.
-//! - `POST /fault` with `{"mode": "crash" | "hang" | "latency" | "errors" | "none", ...}`
-//!   simulates a fault; `/fault` itself keeps answering so a fault can be cleared.
+//! - `POST /fault` with `{"mode": "crash" | "hang" | "latency" | "errors" | "memory_leak" |
+//!   "cpu_burn" | "none", ...}` simulates a fault; `/fault` itself keeps answering so a fault
+//!   can be cleared. `memory_leak` holds `leak_mb_per_s` (10) more MiB every second up to
+//!   `leak_cap_mb` (256, at most 1024), freed when the mode changes (`demo_leaked_bytes`);
+//!   `cpu_burn` keeps `burn_share` (1.0) of one core busy, never more than one core.
+//! - Every request is screened first (module `screen`): SQL injection, cross-site scripting,
+//!   path traversal and command injection get 400, a body over 64 KiB 413, headers over
+//!   8 KiB 431, each counted in `demo_rejected_requests_total{reason}`.
 //! - Admin endpoint (label `immune.admin=8080/admin`), for application-level repairs:
 //!   `POST /admin/throttle {"rps": n}` answers `/` with 429 beyond n requests a second (0 lifts
 //!   it); `POST /admin/circuit {"state": "open"|"closed"}` answers `/` with 503 at once while
@@ -20,6 +26,8 @@
 //! Environment: `SERVICE_NAME`, `PORT` (8080), `UPSTREAMS` (comma-separated base URLs),
 //! `DRAIN_MS` (0): how long it keeps serving after SIGTERM before it exits, like a service
 //! that drains its connections.
+
+mod screen;
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -116,7 +124,27 @@ struct Fault {
     /// Share of requests answered 500 in `errors` mode.
     #[serde(default)]
     error_rate: f64,
+    /// MiB a second held in `memory_leak` mode (0: 10).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    leak_mb_per_s: u64,
+    /// Most MiB held in `memory_leak` mode (0: 256; never more than [`LEAK_CAP_MB`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    leak_cap_mb: u64,
+    /// Share of one core kept busy in `cpu_burn` mode (0: all of it).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    burn_share: f64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
+}
+
+/// The memory leak never holds more than this, whatever a request asks.
+const LEAK_CAP_MB: u64 = 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +155,8 @@ enum Mode {
     Hang,
     Latency,
     Errors,
+    MemoryLeak,
+    CpuBurn,
 }
 
 #[derive(Debug)]
@@ -146,6 +176,11 @@ struct Service {
     throttle_rps: Gauge<i64, AtomicI64>,
     circuit_open: Gauge<i64, AtomicI64>,
     flags: Family<FlagLabel, Gauge<i64, AtomicI64>>,
+    /// Requests refused by the screen, by attack class.
+    screened: Family<ReasonLabel, Counter>,
+    leaked_bytes: Gauge<i64, AtomicI64>,
+    /// Bumped on every fault change: a CPU burner stops when it no longer matches.
+    fault_generation: AtomicU64,
 }
 
 type Shared = Arc<Service>;
@@ -193,6 +228,18 @@ impl Service {
             "Feature flags set through the admin endpoint (1 on, 0 off)",
             flags.clone(),
         );
+        let screened = Family::<ReasonLabel, Counter>::default();
+        let leaked_bytes = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "demo_rejected_requests",
+            "Requests refused by the request screen, by attack class",
+            screened.clone(),
+        );
+        registry.register(
+            "demo_leaked_bytes",
+            "Memory held by the memory_leak fault",
+            leaked_bytes.clone(),
+        );
         Self {
             name,
             upstreams,
@@ -212,6 +259,9 @@ impl Service {
             throttle_rps,
             circuit_open,
             flags,
+            screened,
+            leaked_bytes,
+            fault_generation: AtomicU64::new(0),
         }
     }
 
@@ -320,8 +370,134 @@ async fn set_fault(State(svc): State<Shared>, Json(fault): Json<Fault>) -> impl 
             std::process::exit(3);
         });
     }
+    let generation = svc.fault_generation.fetch_add(1, Ordering::SeqCst) + 1;
+    match fault.mode {
+        Mode::MemoryLeak => {
+            tokio::spawn(leak(svc.clone(), generation, fault.clone()));
+        }
+        Mode::CpuBurn => {
+            let svc = svc.clone();
+            let share = if fault.burn_share > 0.0 {
+                fault.burn_share.min(1.0)
+            } else {
+                1.0
+            };
+            std::thread::spawn(move || burn(&svc, generation, share));
+        }
+        _ => {}
+    }
     svc.fault.send_replace(fault.clone());
     (StatusCode::ACCEPTED, Json(fault))
+}
+
+/// Holds more memory every second until the cap, and frees it when the fault changes.
+async fn leak(svc: Shared, generation: u64, fault: Fault) {
+    const MIB: usize = 1024 * 1024;
+    let rate = if fault.leak_mb_per_s == 0 {
+        10
+    } else {
+        fault.leak_mb_per_s
+    };
+    let cap = if fault.leak_cap_mb == 0 {
+        256
+    } else {
+        fault.leak_cap_mb
+    }
+    .min(LEAK_CAP_MB);
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while svc.fault_generation.load(Ordering::SeqCst) == generation {
+        if (held.len() as u64) < cap {
+            let more = rate.min(cap - held.len() as u64);
+            // Written, not only reserved, so the pages count as resident memory.
+            held.extend((0..more).map(|_| vec![0xA5u8; MIB]));
+            svc.leaked_bytes.set((held.len() * MIB) as i64);
+        }
+        tick.tick().await;
+    }
+    drop(held);
+    svc.leaked_bytes.set(0);
+}
+
+/// Keeps one core busy for `share` of every 100 ms until the fault changes.
+fn burn(svc: &Service, generation: u64, share: f64) {
+    let slice = Duration::from_millis(100);
+    let mut spin: u64 = 0;
+    while svc.fault_generation.load(Ordering::SeqCst) == generation {
+        let started = Instant::now();
+        while started.elapsed() < slice.mul_f64(share) {
+            spin = std::hint::black_box(spin.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        std::thread::sleep(slice.saturating_sub(started.elapsed()));
+    }
+}
+
+/// Refuses attacks before any handler runs (see `screen`).
+async fn screening(
+    State(svc): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let content_length = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut seen = screen::Seen {
+        target,
+        headers: &headers,
+        content_length,
+        body: b"",
+    };
+    // Do not read a body that says it is too large: refuse it from its headers.
+    let mut verdict = screen::screen(&seen);
+    let mut bytes = axum::body::Bytes::new();
+    if verdict.is_none() {
+        match axum::body::to_bytes(body, screen::MAX_BODY).await {
+            Ok(read) => {
+                bytes = read;
+                seen.body = &bytes;
+                verdict = screen::screen(&seen);
+            }
+            Err(_) => verdict = Some(screen::Rejection::OversizedBody),
+        }
+    } else {
+        // Read (and drop) a refused body up to 1 MiB before answering: closing on a client
+        // still sending resets the connection before it reads the refusal.
+        let _ = axum::body::to_bytes(body, 1024 * 1024).await;
+    }
+    drop(headers);
+    if let Some(rejection) = verdict {
+        let reason = rejection.reason();
+        svc.screened.get_or_create(&ReasonLabel { reason }).inc();
+        let status = rejection.status();
+        svc.requests
+            .get_or_create(&StatusLabel {
+                status: status.as_u16(),
+            })
+            .inc();
+        return (
+            status,
+            format!("{} {} rejected: {reason}\n", svc.name, status.as_u16()),
+        )
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 async fn get_fault(State(svc): State<Shared>) -> Json<Fault> {
@@ -451,6 +627,7 @@ async fn main() {
         .route("/admin/throttle", post(set_throttle))
         .route("/admin/circuit", post(set_circuit))
         .route("/admin/flags/{name}", post(set_flag))
+        .layer(axum::middleware::from_fn_with_state(svc.clone(), screening))
         .with_state(svc);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await

@@ -55,6 +55,15 @@ impl Config {
         if self.rules.health_failures == 0 {
             return Err(invalid("rules.health_failures: must be at least 1".into()));
         }
+        if !(self.rules.attack_rejected_rate.is_finite() && self.rules.attack_rejected_rate >= 0.0)
+        {
+            return Err(invalid(
+                "rules.attack_rejected_rate: must be a number of at least 0".into(),
+            ));
+        }
+        if self.rules.attack_snapshots == 0 {
+            return Err(invalid("rules.attack_snapshots: must be at least 1".into()));
+        }
         self.learned.validate("learned").map_err(invalid)?;
         self.eval
             .validate()
@@ -132,6 +141,7 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
                 .topology
                 .insert(s.service.clone(), s.depends_on.clone());
             findings.extend(detectors.rules.on_snapshot(s));
+            findings.extend(detectors.rules.on_attack(s));
             findings.extend(learn(bus, detectors, s).await);
         }
         Event::ContainerEvent(e) => findings.extend(detectors.rules.on_container_event(e)),

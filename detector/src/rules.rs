@@ -1,6 +1,9 @@
 //! Rules for hard faults, with no warm-up: the container died or was OOM-killed, is paused,
 //! or failed its health check N times in a row. One episode per instance: it fires once and
-//! clears once the instance is running and healthy again.
+//! clears once the instance is running and healthy again. Apart from those, an attack burst:
+//! the service refused more than `attack_rejected_rate` requests a second (feature
+//! `rejected_rate`) for `attack_snapshots` snapshots in a row; it clears after as many
+//! snapshots below the threshold.
 //!
 //! Pure: fed events, returns anomalies; no I/O, no clock (times come from the events).
 
@@ -19,6 +22,12 @@ pub struct RuleConfig {
     pub health_failures: u32,
     /// Consecutive passed probes that clear an episode.
     pub recovery_passes: u32,
+    /// Refused requests a second (`rejected_rate`) above which a snapshot counts toward an
+    /// attack burst.
+    pub attack_rejected_rate: f64,
+    /// Consecutive snapshots above `attack_rejected_rate` that fire `attack_burst` (and
+    /// below it that clear it).
+    pub attack_snapshots: u32,
 }
 
 impl Default for RuleConfig {
@@ -26,6 +35,8 @@ impl Default for RuleConfig {
         Self {
             health_failures: 2,
             recovery_passes: 1,
+            attack_rejected_rate: 1.0,
+            attack_snapshots: 2,
         }
     }
 }
@@ -51,6 +62,9 @@ struct Instance {
     /// is old news (the die of a restart that already completed).
     last_healthy_ms: u64,
     episode: Episode,
+    /// Snapshots in a row above (positive) or below (negative) the attack threshold.
+    attack_streak: i64,
+    attack: Episode,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +198,77 @@ impl RuleEngine {
     }
 }
 
+impl RuleEngine {
+    /// The attack-burst rule, beside the hard-fault rules of [`RuleEngine::on_snapshot`].
+    pub fn on_attack(&mut self, snapshot: &MetricSnapshot) -> Option<Finding> {
+        let rate = *snapshot.features.get(feature::REJECTED_RATE)?;
+        let key = (snapshot.service.clone(), snapshot.instance.clone());
+        let instance = self.instances.entry(key).or_default();
+        let threshold = self.config.attack_rejected_rate;
+        let needed = i64::from(self.config.attack_snapshots.max(1));
+        instance.attack_streak = match (rate > threshold, instance.attack_streak) {
+            (true, n) if n > 0 => n + 1,
+            (true, _) => 1,
+            (false, n) if n < 0 => n - 1,
+            (false, _) => -1,
+        };
+        if instance.attack.anomaly.is_none() && instance.attack_streak >= needed {
+            let anomaly_id = uuid::Uuid::now_v7().to_string();
+            let correlation_id = self
+                .chaos_runs
+                .get(&snapshot.service)
+                .cloned()
+                .unwrap_or_else(|| anomaly_id.clone());
+            let anomaly = Anomaly {
+                anomaly_id,
+                service: snapshot.service.clone(),
+                instance: snapshot.instance.clone(),
+                container_id: snapshot.container_id.clone(),
+                state: AnomalyState::Firing,
+                signature: Signature::AttackBurst,
+                detector: "rule:attack_burst".to_string(),
+                score: rate,
+                threshold,
+                contributions: vec![Contribution {
+                    metric: feature::REJECTED_RATE.to_string(),
+                    value: rate,
+                    expected: threshold,
+                    share: 1.0,
+                    direction: Direction::Up,
+                }],
+                reason: format!(
+                    "{rate:.1} malicious requests refused a second for {} snapshots (threshold {threshold})",
+                    instance.attack_streak
+                ),
+                started_ms: snapshot.observed_ms,
+                depends_on: Vec::new(),
+            };
+            instance.attack = Episode {
+                anomaly: Some(anomaly.clone()),
+                correlation_id: correlation_id.clone(),
+            };
+            return Some(Finding {
+                anomaly,
+                correlation_id,
+            });
+        }
+        if instance.attack.anomaly.is_some() && -instance.attack_streak >= needed {
+            let mut anomaly = instance.attack.anomaly.take()?;
+            anomaly.state = AnomalyState::Cleared;
+            anomaly.reason = format!(
+                "refusals back under {threshold}/s after {} ms",
+                snapshot.observed_ms.saturating_sub(anomaly.started_ms)
+            );
+            anomaly.contributions.clear();
+            return Some(Finding {
+                anomaly,
+                correlation_id: std::mem::take(&mut instance.attack.correlation_id),
+            });
+        }
+        None
+    }
+}
+
 /// What both events and snapshots tell about where an anomaly is.
 trait Located {
     fn service(&self) -> &ServiceName;
@@ -303,6 +388,7 @@ mod tests {
         let mut rules = RuleEngine::new(RuleConfig {
             health_failures: 3,
             recovery_passes: 1,
+            ..RuleConfig::default()
         });
         assert!(rules
             .on_snapshot(&snapshot(ContainerState::Running, Some(true), 1))
@@ -375,6 +461,69 @@ mod tests {
         let mut died = samples::container_event();
         died.observed_ms = 90; // reported late, before the healthy probe
         assert!(rules.on_container_event(&died).is_none());
+    }
+
+    fn refusing(rate: Option<f64>, at: u64) -> MetricSnapshot {
+        let mut s = snapshot(ContainerState::Running, Some(true), at);
+        s.features.remove(feature::REJECTED_RATE);
+        if let Some(rate) = rate {
+            s.features.insert(feature::REJECTED_RATE.to_string(), rate);
+        }
+        s
+    }
+
+    #[test]
+    fn an_attack_burst_fires_after_n_snapshots_over_the_threshold_and_clears_after_n_under() {
+        let mut rules = RuleEngine::new(RuleConfig {
+            attack_rejected_rate: 5.0,
+            attack_snapshots: 3,
+            ..RuleConfig::default()
+        });
+        rules.on_chaos_injected(&samples::chaos_injected());
+        let mut at = 0;
+        let mut feed = |rules: &mut RuleEngine, rate: Option<f64>| {
+            at += 1;
+            rules.on_attack(&refusing(rate, at))
+        };
+        // a blip, a gap in the feature, and rates at the threshold do not fire
+        for rate in [
+            Some(9.0),
+            Some(1.0),
+            Some(9.0),
+            None,
+            Some(5.0),
+            Some(9.0),
+            Some(9.0),
+        ] {
+            assert!(feed(&mut rules, rate).is_none(), "{rate:?}");
+        }
+        let fired = feed(&mut rules, Some(12.0)).expect("fires on the third in a row");
+        assert_eq!(fired.anomaly.signature, Signature::AttackBurst);
+        assert_eq!(fired.anomaly.detector, "rule:attack_burst");
+        assert_eq!(
+            fired.anomaly.contributions[0].metric,
+            feature::REJECTED_RATE
+        );
+        assert_eq!(fired.correlation_id, "run-42");
+        assert!(feed(&mut rules, Some(20.0)).is_none(), "fires once");
+        assert!(feed(&mut rules, Some(0.0)).is_none());
+        assert!(feed(&mut rules, Some(0.0)).is_none());
+        let cleared = feed(&mut rules, Some(0.0)).expect("clears on the third quiet one");
+        assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
+        assert_eq!(cleared.anomaly.anomaly_id, fired.anomaly.anomaly_id);
+    }
+
+    #[test]
+    fn an_attack_burst_is_its_own_episode_beside_a_hang() {
+        let mut rules = RuleEngine::new(RuleConfig {
+            attack_snapshots: 1,
+            ..RuleConfig::default()
+        });
+        assert!(rules
+            .on_snapshot(&snapshot(ContainerState::Paused, None, 1))
+            .is_some());
+        let fired = rules.on_attack(&refusing(Some(50.0), 2)).expect("fires");
+        assert_eq!(fired.anomaly.signature, Signature::AttackBurst);
     }
 
     #[test]

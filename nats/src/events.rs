@@ -423,6 +423,9 @@ pub enum FaultKind {
     Errors,
     MemoryLeak,
     CpuBurn,
+    /// Malicious request payloads sent at the service (SQL injection, XSS, ...): a
+    /// security fault; the service should refuse them.
+    Attack,
 }
 
 impl FaultKind {
@@ -439,6 +442,7 @@ impl FaultKind {
             FaultKind::Errors => "errors",
             FaultKind::MemoryLeak => "memory_leak",
             FaultKind::CpuBurn => "cpu_burn",
+            FaultKind::Attack => "attack",
         }
     }
 }
@@ -452,7 +456,7 @@ impl fmt::Display for FaultKind {
 impl std::str::FromStr for FaultKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const ALL: [FaultKind; 11] = [
+        const ALL: [FaultKind; 12] = [
             FaultKind::Crash,
             FaultKind::Hang,
             FaultKind::Kill,
@@ -464,6 +468,7 @@ impl std::str::FromStr for FaultKind {
             FaultKind::Errors,
             FaultKind::MemoryLeak,
             FaultKind::CpuBurn,
+            FaultKind::Attack,
         ];
         ALL.into_iter()
             .find(|f| f.as_str() == s)

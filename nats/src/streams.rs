@@ -142,6 +142,13 @@ pub const CHAOS_FAULTS: BucketSpec = BucketSpec {
     max_age: HOUR,
 };
 
+/// Chaos controls changeable at run time: key `kill_switch` (`on` refuses every request).
+pub const CHAOS_CONTROL: BucketSpec = BucketSpec {
+    name: "immune_chaos_control",
+    history: 1,
+    max_age: Duration::ZERO,
+};
+
 /// The learned detector's model per service, so a restarted detector resumes without a new
 /// warm-up. Kept a month: an idle service's model is not worth more.
 pub const DETECTOR_MODELS: BucketSpec = BucketSpec {

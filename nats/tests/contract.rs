@@ -260,3 +260,33 @@ fn roll_ups_and_dependencies_round_trip_and_old_snapshots_default_to_instances()
         (SnapshotScope::Instance, None, 0)
     );
 }
+
+#[test]
+fn every_fault_kind_round_trips_by_name_and_on_the_wire() {
+    use immune_nats::{ChaosRequest, FaultKind, Stage};
+    for name in [
+        "crash",
+        "hang",
+        "kill",
+        "stop",
+        "pause",
+        "restart",
+        "network_disconnect",
+        "latency",
+        "errors",
+        "memory_leak",
+        "cpu_burn",
+        "attack",
+    ] {
+        let fault: FaultKind = name.parse().expect("a known fault");
+        assert_eq!(fault.as_str(), name);
+        let request = ChaosRequest {
+            fault,
+            ..samples::chaos_request()
+        };
+        let envelope = samples::envelope(Stage::Client, Event::ChaosRequest(request.clone()));
+        let decoded = decode(&encode(&envelope).expect("encode")).expect("decode");
+        assert_eq!(decoded.body, Event::ChaosRequest(request));
+    }
+    assert!("meteor_strike".parse::<FaultKind>().is_err());
+}

@@ -246,6 +246,13 @@ http_in_flight_requests 3
     }
 
     #[test]
+    fn only_screened_attacks_count_as_rejected_not_load_shed_by_a_repair() {
+        let text = "demo_rejected_requests_total{reason=\"sql_injection\"} 4\n\
+                    demo_shed_requests_total{reason=\"throttled\"} 50\n";
+        assert_eq!(parse(text).counters.rejected, 4.0);
+    }
+
+    #[test]
     fn rates_and_quantiles_over_the_interval() {
         let prev = Counters {
             at_ms: 0,

@@ -18,7 +18,7 @@
 //!   it); `POST /admin/circuit {"state": "open"|"closed"}` answers `/` with 503 at once while
 //!   open, without calling upstreams; `POST /admin/flags/<name> {"state": "on"|"off"}` sets a
 //!   feature flag (`upstream_calls` off: `/` answers without calling its upstreams);
-//!   `GET /admin` shows them. In `/metrics`: `demo_admin_rejected_requests_total{reason}`
+//!   `GET /admin` shows them. In `/metrics`: `demo_shed_requests_total{reason}`
 //!   (`throttled`, `circuit_open`), `demo_admin_throttle_rps`, `demo_admin_circuit_open`,
 //!   `demo_admin_feature_flag{flag}`.
 //!
@@ -209,8 +209,8 @@ impl Service {
         let circuit_open = Gauge::<i64, AtomicI64>::default();
         let flags = Family::<FlagLabel, Gauge<i64, AtomicI64>>::default();
         registry.register(
-            "demo_admin_rejected_requests",
-            "Requests refused by the admin settings (throttled, circuit_open)",
+            "demo_shed_requests",
+            "Requests shed by the admin settings (throttled, circuit_open); not attacks",
             rejected.clone(),
         );
         registry.register(

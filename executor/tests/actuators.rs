@@ -429,11 +429,11 @@ async fn admin_endpoint_throttle_circuit_and_flags() {
     assert_eq!(admin["flags"]["upstream_calls"], false);
     let (_, metrics) = get(&format!("{base}/metrics")).await;
     assert!(
-        metrics.contains(r#"demo_admin_rejected_requests_total{reason="throttled"}"#),
+        metrics.contains(r#"demo_shed_requests_total{reason="throttled"}"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"demo_admin_rejected_requests_total{reason="circuit_open"} 1"#),
+        metrics.contains(r#"demo_shed_requests_total{reason="circuit_open"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains("demo_admin_circuit_open 1"), "{metrics}");

@@ -618,7 +618,6 @@ impl Decider {
             return;
         };
         let container = open.anomaly.container_id.clone();
-        let action_id = uuid::Uuid::now_v7().to_string();
         let approved = open.approved.is_some();
         if let Some((rule, why)) = self.blocked_by(service, &step, &container, approved, now_ms) {
             let open = self.open.get_mut(service).expect("checked above");
@@ -647,7 +646,10 @@ impl Decider {
             .or_insert_with(|| self.config.stop_grace_s.to_string());
         let position = open.next + 1;
         let request = ActionRequest {
-            action_id: open.approved.clone().unwrap_or(action_id),
+            action_id: open
+                .approved
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             incident_id: open.incident.incident_id.clone(),
             service: service.clone(),
             instance: open.anomaly.instance.clone(),
@@ -847,6 +849,9 @@ impl Decider {
 
     /// Whether `service` calls `target`, directly or through others.
     fn depends_transitively(&self, service: &ServiceName, target: &ServiceName) -> bool {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return false;
+        }
         let mut seen = BTreeSet::from([service.clone()]);
         let mut stack = vec![service.clone()];
         while let Some(s) = stack.pop() {
@@ -864,6 +869,9 @@ impl Decider {
 
     /// The deepest anomalous service among those `service` (transitively) calls, if any.
     fn anomalous_dependency(&self, service: &ServiceName) -> Option<ServiceName> {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return None;
+        }
         let mut seen = BTreeSet::from([service.clone()]);
         let mut frontier = vec![service.clone()];
         let mut deepest = None;

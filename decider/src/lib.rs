@@ -349,3 +349,29 @@ impl Outlet<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let bad = |edit: fn(&mut PolicyConfig)| {
+            let mut c = Config::default();
+            edit(&mut c.policy);
+            c.validate().expect_err("invalid").to_string()
+        };
+        assert!(bad(|p| p.learning.epsilon = 0.5).contains("learning.epsilon"));
+        assert!(bad(|p| p.approval_risk = 0).contains("approval_risk"));
+        assert!(bad(|p| p.global_budget.burst = 0).contains("global_budget"));
+        assert!(bad(|p| p.max_services_acting = 0).contains("max_services_acting"));
+        assert!(
+            bad(|p| p.escalation_webhook = Some("ftp://x".into())).contains("escalation_webhook")
+        );
+        assert!(
+            bad(|p| p.playbook_file = Some("/no/such/playbook.toml".into()))
+                .contains("policy.playbook_file")
+        );
+        Config::default().validate().expect("defaults are valid");
+    }
+}

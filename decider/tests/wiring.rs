@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use immune_nats::streams::{DECIDER_CONTROL, DECIDER_VALUES};
 use immune_nats::{
-    decode, samples, ActionOutcome, ActionRequest, ActionResult, Anomaly, AnomalyState, Envelope,
-    Event, IncidentState, ServiceName, Signature, Stage,
+    decode, samples, ActionKind, ActionOutcome, ActionRequest, ActionResult, Anomaly, AnomalyState,
+    Approval, Envelope, Event, IncidentState, ServiceName, Signature, Stage,
 };
 use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{within, NatsServer};
@@ -266,6 +266,68 @@ async fn decides_over_a_real_nats_server_and_obeys_the_kill_switch_at_run_time()
         .expect("put");
     let refused = next(&mut sub, "the refused control", audit("control.rejected")).await;
     assert!(refused.contains("expected on or off"), "{refused}");
+
+    trigger.trigger();
+    within(WAIT, "the decider to stop", decider)
+        .await
+        .expect("decider task")
+        .expect("decider ran without error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_risky_step_waits_for_an_approval_sent_over_the_bus() {
+    let nats = NatsServer::start().await;
+    let bus = client_bus(&nats.url()).await;
+    let mut sub = bus.client().subscribe("immune.>").await.expect("subscribe");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let playbook = dir.path().join("playbook.toml");
+    std::fs::write(&playbook, "[[crashed]]\naction = \"rollback\"\nrisk = 5\n").expect("write");
+
+    let mut config = immune_decider::Config::default();
+    config.nats.url = nats.url();
+    config.policy.playbook_file = Some(playbook);
+    config.validate().expect("valid test config");
+    let (trigger, shutdown) = Shutdown::new();
+    let decider = tokio::spawn(immune_decider::run(
+        config,
+        Telemetry::new(Stage::Decider),
+        shutdown,
+    ));
+
+    bus.publish(
+        None,
+        Event::Anomaly(anomaly("orders", AnomalyState::Firing)),
+    )
+    .await
+    .expect("publish");
+    let held = next(&mut sub, "the held rollback", audit("action.held")).await;
+    let action_id = held
+        .split("approve action_id ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("the held action id in the audit record")
+        .to_string();
+    let early = tokio::time::timeout(
+        Duration::from_secs(1),
+        next(&mut sub, "-", action_for("orders")),
+    )
+    .await;
+    assert!(early.is_err(), "no rollback before the approval");
+    bus.publish(
+        None,
+        Event::Approval(Approval {
+            service: ServiceName::new("orders").expect("name"),
+            incident_id: String::new(),
+            action_id: action_id.clone(),
+            approved: true,
+            by: "oncall".into(),
+        }),
+    )
+    .await
+    .expect("publish approval");
+    let rollback = next(&mut sub, "the approved rollback", action_for("orders")).await;
+    assert_eq!(rollback.action, ActionKind::Rollback);
+    assert_eq!(rollback.action_id, action_id);
 
     trigger.trigger();
     within(WAIT, "the decider to stop", decider)

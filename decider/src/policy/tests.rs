@@ -613,6 +613,7 @@ fn the_decider_learns_to_skip_a_first_step_that_never_works() {
         late.iter().filter(|&&a| a == ActionKind::Recreate).count() >= 9,
         "learned to go straight to recreate: {firsts:?}"
     );
+    eprintln!("first steps: {firsts:?}\ntimes to recover (ms): {times:?}");
     let early_mean = times[..2].iter().sum::<u64>() / 2;
     let late_mean = times[10..].iter().sum::<u64>() / 10;
     assert!(

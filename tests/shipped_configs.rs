@@ -21,8 +21,11 @@ fn every_shipped_config_parses_and_validates() {
         config::load(immune_decider::STAGE, Some(&path("decider"))).expect("decider.toml");
     c.validate().expect("decider.toml valid");
     assert_eq!(
-        c.policy.playbook,
-        immune_decider::Playbook::default(),
+        c.policy.load_playbook().expect("playbook"),
+        immune_decider::Playbook::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../decider/playbook.toml")
+        )
+        .expect("decider/playbook.toml"),
         "shipped playbook is the default one"
     );
     let c: immune_executor::Config =
@@ -38,7 +41,7 @@ fn a_mistyped_key_is_named() {
     let err =
         config::parse::<immune_decider::Config>("[policy]\ncooldown = 5").expect_err("unknown key");
     assert!(err.to_string().contains("cooldown"), "{err}");
-    let err = config::parse::<immune_decider::Config>("[policy.playbook]\ncrashed = [\"reboot\"]")
+    let err = immune_decider::Playbook::parse("[[crashed]]\naction = \"reboot\"\nrisk = 1")
         .expect_err("unknown action");
     assert!(err.to_string().contains("reboot"), "{err}");
     let c = config::parse::<immune_collector::Config>("interval_ms = 50").expect("parses");

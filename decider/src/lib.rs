@@ -1,21 +1,30 @@
-//! The decider: incidents, playbooks, verification and escalation.
+//! The decider: incidents, playbooks, safety, verification, escalation and learning.
 //!
-//! The logic is the pure [`policy::Decider`]; this module only feeds it deliveries and clock
-//! ticks and publishes what it decides: incidents on `immune.incidents.<service>`, action
-//! requests on `immune.actions.<service>`, and an audit record for every decision. A
-//! delivery is acknowledged only after its decisions are published.
+//! The logic is the pure [`policy::Decider`]; this module only feeds it deliveries, control
+//! changes and clock ticks and publishes what it decides: incidents on
+//! `immune.incidents.<service>`, action requests on `immune.actions.<service>`, escalations
+//! on `immune.escalations.<service>` (and the optional webhook), an audit record for every
+//! decision, and learned values into the `immune_decider_values` bucket. The kill switch and
+//! maintenance windows are read from the `immune_decider_control` bucket, at start-up and
+//! whenever they change. A delivery is acknowledged only after its decisions are published.
 
+pub mod learning;
+pub mod playbook;
 pub mod policy;
+pub mod safety;
 
 use std::time::Duration;
 
-use immune_nats::streams::DECIDER;
-use immune_nats::{envelope::now_ms, Event, Stage};
+use async_nats::jetstream::kv::{Operation, Store};
+use futures::StreamExt;
+use immune_nats::streams::{DECIDER, DECIDER_CONTROL, DECIDER_VALUES};
+use immune_nats::{envelope::now_ms, Escalation, Event, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 
-pub use policy::{Decided, Decider, Decision, Input, Playbook, PolicyConfig};
+pub use playbook::{Playbook, PlaybookError, Step};
+pub use policy::{Decided, Decider, Decision, Input, PolicyConfig};
 
 pub const STAGE: Stage = Stage::Decider;
 
@@ -29,16 +38,45 @@ pub struct Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.policy.verify_deadline_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "policy.verify_deadline_ms: must be positive".into(),
-            ));
+        let p = &self.policy;
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("policy.{m}")));
+        if p.verify_deadline_ms == 0 {
+            return invalid("verify_deadline_ms: must be positive");
         }
-        if self.policy.action_timeout_ms == 0 {
-            return Err(ConfigError::Invalid(
-                "policy.action_timeout_ms: must be positive".into(),
-            ));
+        if p.action_timeout_ms == 0 {
+            return invalid("action_timeout_ms: must be positive");
         }
+        if !(1..=playbook::MAX_RISK).contains(&p.approval_risk) {
+            return invalid("approval_risk: must be within 1..=5");
+        }
+        if p.max_services_acting == 0 {
+            return invalid("max_services_acting: must be at least 1");
+        }
+        for (key, b) in [
+            ("service_budget", p.service_budget),
+            ("global_budget", p.global_budget),
+        ] {
+            if b.burst == 0 || b.per_minute.is_nan() || b.per_minute <= 0.0 {
+                return invalid(&format!(
+                    "{key}: burst must be at least 1 and per_minute positive"
+                ));
+            }
+        }
+        if !(p.learning.alpha > 0.0 && p.learning.alpha <= 1.0) {
+            return invalid("learning.alpha: must be within (0, 1]");
+        }
+        if !(0.0..=0.2).contains(&p.learning.epsilon) {
+            return invalid("learning.epsilon: must be within 0..=0.2 (bounded exploration)");
+        }
+        if let Some(url) = &p.escalation_webhook {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return invalid(&format!(
+                    "escalation_webhook: {url:?} is not an http(s) URL"
+                ));
+            }
+        }
+        p.load_playbook()
+            .map_err(|e| ConfigError::Invalid(format!("policy.playbook_file: {e}")))?;
         Ok(())
     }
 }
@@ -47,10 +85,29 @@ impl Config {
 pub enum DeciderError {
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Playbook(#[from] PlaybookError),
+    #[error("bucket {bucket}: {reason}")]
+    Bucket {
+        bucket: &'static str,
+        reason: String,
+    },
 }
 
-/// How often deadlines (verification, deferred actions) are checked.
+impl DeciderError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeciderError::Bus(e) => e.kind(),
+            DeciderError::Playbook(e) => e.kind(),
+            DeciderError::Bucket { .. } => "bucket",
+        }
+    }
+}
+
+/// How often deadlines (verification, held and waiting steps) are checked.
 const TICK: Duration = Duration::from_millis(200);
+/// How long the escalation webhook may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`.
 pub async fn run(
@@ -58,6 +115,7 @@ pub async fn run(
     telemetry: Telemetry,
     mut shutdown: Shutdown,
 ) -> Result<(), DeciderError> {
+    let playbook = config.policy.load_playbook()?;
     let bus = Bus::start_stage(
         &config.nats,
         &config.telemetry,
@@ -65,23 +123,67 @@ pub async fn run(
         &shutdown,
     )
     .await?;
+    let controls = bus.bucket(DECIDER_CONTROL).await?;
+    let values = bus.bucket(DECIDER_VALUES).await?;
+    let mut decider = Decider::new(config.policy.clone(), playbook);
+    restore_values(&values, &mut decider, &telemetry).await?;
+    // the last value of every control key first, then each change as it happens
+    let mut control_changes =
+        controls
+            .watch_with_history(">")
+            .await
+            .map_err(|e| DeciderError::Bucket {
+                bucket: DECIDER_CONTROL.name,
+                reason: e.to_string(),
+            })?;
     let mut inbox = bus.inbox(DECIDER).await?;
-    let mut decider = Decider::new(config.policy.clone());
+    let webhook = config.policy.escalation_webhook.clone().map(|url| {
+        let client = reqwest::Client::builder()
+            .timeout(WEBHOOK_TIMEOUT)
+            .build()
+            .expect("a client without TLS or proxies builds");
+        (client, url)
+    });
+    let out = Outlet {
+        bus: &bus,
+        values: &values,
+        webhook: webhook.as_ref(),
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tracing::info!("decider running");
+    tracing::info!(dry_run = config.policy.dry_run, "decider running");
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             _ = tick.tick() => {
                 let decided = decider.decide(Input::Tick, now_ms());
-                publish_all(&bus, decided).await;
+                out.publish_all(decided).await;
+            }
+            change = control_changes.next() => {
+                match change {
+                    Some(Ok(entry)) => {
+                        let deleted = !matches!(entry.operation, Operation::Put);
+                        let text = String::from_utf8_lossy(&entry.value).into_owned();
+                        let value = (!deleted).then_some(text.as_str());
+                        let decided = decider.decide(Input::Control { key: &entry.key, value }, now_ms());
+                        out.publish_all(decided).await;
+                    }
+                    Some(Err(e)) => telemetry.observe(Observation::Failed { what: "control_watch", error: &e.to_string() }),
+                    None => {
+                        telemetry.observe(Observation::Failed { what: "control_watch", error: "the watch ended" });
+                        control_changes = controls.watch_with_history(">").await.map_err(|e| DeciderError::Bucket {
+                            bucket: DECIDER_CONTROL.name,
+                            reason: e.to_string(),
+                        })?;
+                    }
+                }
             }
             delivery = inbox.next() => {
                 let correlation = delivery.envelope.correlation_id.clone();
                 let input = match &delivery.envelope.body {
                     Event::Anomaly(a) => Some(Input::Anomaly { anomaly: a, correlation_id: correlation.as_deref() }),
                     Event::ActionResult(r) => Some(Input::Result(r)),
+                    Event::Approval(a) => Some(Input::Approval(a)),
                     Event::ChaosInjected(c) => Some(Input::ChaosInjected { service: &c.service, run_id: &c.run_id }),
                     Event::ChaosReverted(c) => Some(Input::ChaosReverted { service: &c.service, run_id: &c.run_id }),
                     other => {
@@ -89,8 +191,10 @@ pub async fn run(
                         None
                     }
                 };
+                let started = std::time::Instant::now();
                 let decided = input.map(|i| decider.decide(i, now_ms())).unwrap_or_default();
-                if publish_all(&bus, decided).await {
+                telemetry.time("decide", started.elapsed());
+                if out.publish_all(decided).await {
                     if let Err(e) = delivery.ack().await {
                         telemetry.observe(Observation::Failed { what: "ack", error: &e.to_string() });
                     }
@@ -105,48 +209,169 @@ pub async fn run(
     Ok(())
 }
 
-/// Publishes decisions in order; `false` when one could not be published.
-async fn publish_all(bus: &Bus, decided: Vec<Decided>) -> bool {
-    for Decided {
-        correlation_id,
-        decision,
-    } in decided
-    {
-        let correlation = Some(correlation_id);
-        let result = match decision {
-            Decision::Incident(incident) => {
-                tracing::info!(service = %incident.service, incident = %incident.incident_id, state = ?incident.state, "incident");
-                bus.publish(correlation, Event::Incident(incident))
-                    .await
-                    .map(|_| ())
+/// Loads the values learned by earlier runs.
+async fn restore_values(
+    values: &Store,
+    decider: &mut Decider,
+    telemetry: &Telemetry,
+) -> Result<(), DeciderError> {
+    let bucket_error = |e: String| DeciderError::Bucket {
+        bucket: DECIDER_VALUES.name,
+        reason: e,
+    };
+    let mut keys = values
+        .keys()
+        .await
+        .map_err(|e| bucket_error(e.to_string()))?;
+    let mut restored = 0;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| bucket_error(e.to_string()))?;
+        let parsed = learning::parse_value_key(&key);
+        let value = values
+            .get(key.as_str())
+            .await
+            .map_err(|e| bucket_error(e.to_string()))?;
+        let number = value.and_then(|v| String::from_utf8_lossy(&v).parse::<f64>().ok());
+        match (parsed, number) {
+            (Some((signature, action)), Some(v)) => {
+                decider.restore_value(signature, action, v);
+                restored += 1;
             }
-            Decision::Action(action) => {
-                tracing::info!(service = %action.service, action = %action.action, instance = %action.instance, "action requested");
-                bus.telemetry().observe(Observation::Acted {
-                    what: action.action.as_str(),
-                    service: action.service.as_str(),
-                });
-                bus.publish(correlation, Event::ActionRequest(action))
-                    .await
-                    .map(|_| ())
-            }
-            Decision::Audit {
-                service,
-                what,
-                why,
-                outcome,
-            } => bus
-                .audit(correlation, &service, what, why, outcome, None)
-                .await
-                .map(|_| ()),
-        };
-        if let Err(e) = result {
-            bus.telemetry().observe(Observation::Failed {
-                what: "publish_decision",
-                error: &e.to_string(),
-            });
-            return false;
+            _ => telemetry.observe(Observation::Refused {
+                what: "learned_value",
+                reason: "unreadable key or value",
+            }),
         }
     }
-    true
+    tracing::info!(restored, "learned values restored");
+    Ok(())
+}
+
+/// Where decisions go.
+struct Outlet<'a> {
+    bus: &'a Bus,
+    values: &'a Store,
+    webhook: Option<&'a (reqwest::Client, String)>,
+}
+
+impl Outlet<'_> {
+    /// Publishes decisions in order; `false` when one could not be published.
+    async fn publish_all(&self, decided: Vec<Decided>) -> bool {
+        let bus = self.bus;
+        for Decided {
+            correlation_id,
+            decision,
+        } in decided
+        {
+            let correlation = Some(correlation_id);
+            let result = match decision {
+                Decision::Incident(incident) => {
+                    tracing::info!(service = %incident.service, incident = %incident.incident_id, state = ?incident.state, "incident");
+                    bus.publish(correlation, Event::Incident(incident))
+                        .await
+                        .map(|_| ())
+                }
+                Decision::Action(action) => {
+                    tracing::info!(service = %action.service, action = %action.action, instance = %action.instance, "action requested");
+                    bus.telemetry().observe(Observation::Acted {
+                        what: action.action.as_str(),
+                        service: action.service.as_str(),
+                    });
+                    bus.publish(correlation, Event::ActionRequest(action))
+                        .await
+                        .map(|_| ())
+                }
+                Decision::Escalation(escalation) => {
+                    tracing::warn!(service = %escalation.service, incident = %escalation.incident_id, reason = %escalation.reason, "escalated to a human");
+                    self.post_webhook(&escalation);
+                    bus.publish(correlation, Event::Escalation(escalation))
+                        .await
+                        .map(|_| ())
+                }
+                Decision::Value {
+                    signature,
+                    action,
+                    value,
+                } => {
+                    let key = learning::value_key(signature, action);
+                    if let Err(e) = self.values.put(&key, value.to_string().into()).await {
+                        // a lost value only slows learning down: count it, go on
+                        bus.telemetry().observe(Observation::Failed {
+                            what: "persist_value",
+                            error: &e.to_string(),
+                        });
+                    }
+                    Ok(())
+                }
+                Decision::Audit {
+                    service,
+                    what,
+                    why,
+                    outcome,
+                } => {
+                    if what == "control.rejected" {
+                        bus.telemetry().observe(Observation::Refused {
+                            what: "control",
+                            reason: &why,
+                        });
+                    }
+                    bus.audit(correlation, &service, what, why, outcome, None)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                bus.telemetry().observe(Observation::Failed {
+                    what: "publish_decision",
+                    error: &e.to_string(),
+                });
+                return false;
+            }
+        }
+        true
+    }
+
+    /// POSTs the escalation as JSON, in the background: a slow webhook never holds decisions.
+    fn post_webhook(&self, escalation: &Escalation) {
+        let Some((client, url)) = self.webhook else {
+            return;
+        };
+        let request = client.post(url).json(escalation);
+        let telemetry = self.bus.telemetry().clone();
+        tokio::spawn(async move {
+            let outcome = request.send().await.and_then(|r| r.error_for_status());
+            if let Err(e) = outcome {
+                telemetry.observe(Observation::Failed {
+                    what: "escalation_webhook",
+                    error: &e.to_string(),
+                });
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let bad = |edit: fn(&mut PolicyConfig)| {
+            let mut c = Config::default();
+            edit(&mut c.policy);
+            c.validate().expect_err("invalid").to_string()
+        };
+        assert!(bad(|p| p.learning.epsilon = 0.5).contains("learning.epsilon"));
+        assert!(bad(|p| p.approval_risk = 0).contains("approval_risk"));
+        assert!(bad(|p| p.global_budget.burst = 0).contains("global_budget"));
+        assert!(bad(|p| p.max_services_acting = 0).contains("max_services_acting"));
+        assert!(
+            bad(|p| p.escalation_webhook = Some("ftp://x".into())).contains("escalation_webhook")
+        );
+        assert!(
+            bad(|p| p.playbook_file = Some("/no/such/playbook.toml".into()))
+                .contains("policy.playbook_file")
+        );
+        Config::default().validate().expect("defaults are valid");
+    }
 }

@@ -1,34 +1,32 @@
-//! The decision logic, pure: fed anomalies, action results, chaos events and clock ticks,
-//! it returns what to publish. No I/O, no clock of its own, so every rule is unit-tested.
+//! The decision logic, pure: fed anomalies, action results, approvals, chaos events, control
+//! changes and clock ticks, it returns what to publish. No I/O, no clock of its own, so every
+//! rule is unit-tested.
 //!
 //! An incident per service: opened by a firing anomaly, it walks the playbook of the
-//! anomaly's signature, least disruptive action first. After each action it verifies: the
-//! anomaly must clear before the verification deadline, or the next action is tried. An
-//! exhausted playbook escalates to a human. A cooldown per service and action keeps a
-//! repair from looping: an action still cooling down is deferred, never dropped.
+//! anomaly's signature (ordered by what was learned, see [`crate::learning`]). After each
+//! action it verifies: the anomaly must clear before the verification deadline, or the next
+//! step is tried. An exhausted playbook escalates to a human with the whole story.
+//!
+//! Before a step is issued the safety rules are checked in this order, and a blocked step
+//! waits (re-checked every tick, never dropped), with an audit record naming the rule:
+//! kill switch, maintenance window, root cause (a dependency of the service is anomalous
+//! too: act on the deepest one first), one action per container, cooldown per (service,
+//! action), blast radius (services acted on at once), approval (risk above the threshold
+//! waits for an operator), rate budgets per service and global. In dry-run mode the step is
+//! recorded as advice and nothing is sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 
 use immune_nats::{
-    ActionKind, ActionOutcome, ActionRequest, ActionResult, Anomaly, AnomalyState, Incident,
-    IncidentState, ServiceName, Signature, TimelineEntry,
+    ActionKind, ActionOutcome, ActionRequest, ActionResult, ActionTried, Anomaly, AnomalyState,
+    Approval, Escalation, Incident, IncidentState, ServiceName, Signature, TimelineEntry,
 };
 use serde::{Deserialize, Serialize};
 
-/// Ordered actions per signature, least disruptive first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Playbook(pub BTreeMap<Signature, Vec<ActionKind>>);
-
-impl Default for Playbook {
-    fn default() -> Self {
-        Self(BTreeMap::from([
-            (Signature::Crashed, vec![ActionKind::Restart]),
-            (Signature::OomKilled, vec![ActionKind::Restart]),
-            (Signature::Unresponsive, vec![ActionKind::Restart]),
-        ]))
-    }
-}
+use crate::learning::{LearningConfig, Outcome, Values};
+use crate::playbook::{Playbook, PlaybookError, Step};
+use crate::safety::{Budget, Controls, TokenBucket};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,11 +35,32 @@ pub struct PolicyConfig {
     pub cooldown_ms: u64,
     /// How long a service has to recover after a successful action.
     pub verify_deadline_ms: u64,
-    /// Passed to the executor with each action.
+    /// Passed to the executor with each action whose step sets no `timeout_ms`.
     pub action_timeout_ms: u64,
-    /// Seconds Docker waits after SIGTERM before SIGKILL on a restart.
+    /// Seconds Docker waits after SIGTERM before SIGKILL, sent with every action.
     pub stop_grace_s: u32,
-    pub playbook: Playbook,
+    /// A playbook file; the shipped `decider/playbook.toml` (built in) when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playbook_file: Option<PathBuf>,
+    /// Advisory mode: record what would be done, send nothing.
+    pub dry_run: bool,
+    /// Steps with a risk above this wait for an approval on `immune.approvals.<service>`.
+    pub approval_risk: u8,
+    /// A held step not answered within this long is skipped.
+    pub approval_timeout_ms: u64,
+    /// Actions per service.
+    pub service_budget: Budget,
+    /// Actions over all services.
+    pub global_budget: Budget,
+    /// Blast radius: at most this many services acted on (action in flight or verifying).
+    pub max_services_acting: usize,
+    /// A service that calls others waits this long after its incident opens before its
+    /// first action, so the anomalies of its dependencies (the likely culprits) arrive.
+    pub root_cause_wait_ms: u64,
+    /// Escalations are also POSTed (JSON) to this URL when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation_webhook: Option<String>,
+    pub learning: LearningConfig,
 }
 
 impl Default for PolicyConfig {
@@ -51,7 +70,32 @@ impl Default for PolicyConfig {
             verify_deadline_ms: 30_000,
             action_timeout_ms: 30_000,
             stop_grace_s: 1,
-            playbook: Playbook::default(),
+            playbook_file: None,
+            dry_run: false,
+            approval_risk: 3,
+            approval_timeout_ms: 300_000,
+            service_budget: Budget {
+                burst: 3,
+                per_minute: 6.0,
+            },
+            global_budget: Budget {
+                burst: 10,
+                per_minute: 30.0,
+            },
+            max_services_acting: 3,
+            root_cause_wait_ms: 2_000,
+            escalation_webhook: None,
+            learning: LearningConfig::default(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The configured playbook file, or the shipped one.
+    pub fn load_playbook(&self) -> Result<Playbook, PlaybookError> {
+        match &self.playbook_file {
+            Some(path) => Playbook::load(path),
+            None => Ok(Playbook::default()),
         }
     }
 }
@@ -64,6 +108,7 @@ pub enum Input<'a> {
         correlation_id: Option<&'a str>,
     },
     Result(&'a ActionResult),
+    Approval(&'a Approval),
     ChaosInjected {
         service: &'a ServiceName,
         run_id: &'a str,
@@ -71,6 +116,11 @@ pub enum Input<'a> {
     ChaosReverted {
         service: &'a ServiceName,
         run_id: &'a str,
+    },
+    /// An entry of the control bucket changed (`None`: deleted).
+    Control {
+        key: &'a str,
+        value: Option<&'a str>,
     },
     Tick,
 }
@@ -80,6 +130,13 @@ pub enum Input<'a> {
 pub enum Decision {
     Incident(Incident),
     Action(ActionRequest),
+    Escalation(Escalation),
+    /// A learned value changed: persist it.
+    Value {
+        signature: Signature,
+        action: ActionKind,
+        value: f64,
+    },
     Audit {
         service: ServiceName,
         what: &'static str,
@@ -94,39 +151,97 @@ pub struct Decided {
     pub decision: Decision,
 }
 
+/// Where an incident is in its walk through the playbook.
+#[derive(Debug, Clone)]
+enum Phase {
+    /// Wants to issue its next step; `blocked` names the rule that held it last.
+    Pending { blocked: Option<&'static str> },
+    /// Waits for an operator's approval of `request` until `until`.
+    Held { request: ActionRequest, until: u64 },
+    /// The executor is carrying out `request`; no answer by `until` counts as a failure.
+    InFlight { request: ActionRequest, until: u64 },
+    /// The action succeeded (or, dry-run, was advised); the anomaly must clear by `until`.
+    Verifying { until: u64 },
+}
+
 #[derive(Debug)]
 struct Open {
     incident: Incident,
     correlation_id: String,
     /// The latest firing anomaly: where to act.
     anomaly: Anomaly,
-    /// Index of the next playbook action.
-    step: usize,
-    in_flight: Option<ActionRequest>,
-    verify_until: Option<u64>,
-    deferred_until: Option<u64>,
+    /// Playbook step indexes in the order to try them.
+    order: Vec<usize>,
+    /// Position in `order` of the next step.
+    next: usize,
+    phase: Phase,
     cleared: bool,
+    approved: Option<String>,
+    /// A service that calls others acts no earlier than this: their anomalies may still be
+    /// on the way, or a dependency just recovered and this one may follow.
+    settle_until: u64,
+    signals: Vec<String>,
+    tried: Vec<ActionTried>,
 }
 
-#[derive(Debug, Default)]
+impl Open {
+    fn acting(&self) -> bool {
+        matches!(self.phase, Phase::InFlight { .. } | Phase::Verifying { .. })
+    }
+}
+
+/// How many distinct signals an escalation keeps.
+const MAX_SIGNALS: usize = 20;
+/// Grace after an action's own timeout before its missing result counts as a failure.
+const RESULT_GRACE_MS: u64 = 5_000;
+
+#[derive(Debug)]
 pub struct Decider {
     config: PolicyConfig,
-    open: HashMap<ServiceName, Open>,
+    playbook: Playbook,
+    open: BTreeMap<ServiceName, Open>,
     cooldown_until: HashMap<(ServiceName, ActionKind), u64>,
+    /// Containers with an action in flight, and by which action id.
+    busy: HashMap<String, String>,
+    service_budgets: HashMap<ServiceName, TokenBucket>,
+    global_budget: TokenBucket,
+    controls: Controls,
+    values: Values,
+    /// What each service calls, as its latest anomaly said.
+    depends_on: HashMap<ServiceName, Vec<ServiceName>>,
     chaos_runs: HashMap<ServiceName, String>,
 }
 
 impl Decider {
-    pub fn new(config: PolicyConfig) -> Self {
+    pub fn new(config: PolicyConfig, playbook: Playbook) -> Self {
         Self {
+            global_budget: TokenBucket::new(config.global_budget, 0),
+            values: Values::new(config.learning.clone()),
             config,
-            ..Default::default()
+            playbook,
+            open: BTreeMap::new(),
+            cooldown_until: HashMap::new(),
+            busy: HashMap::new(),
+            service_budgets: HashMap::new(),
+            controls: Controls::default(),
+            depends_on: HashMap::new(),
+            chaos_runs: HashMap::new(),
         }
     }
 
     /// Open incidents, for status and tests.
     pub fn open_incidents(&self) -> impl Iterator<Item = &Incident> {
         self.open.values().map(|o| &o.incident)
+    }
+
+    /// The learned value of an action for a signature.
+    pub fn value(&self, signature: Signature, action: ActionKind) -> f64 {
+        self.values.get(signature, action)
+    }
+
+    /// Restores a value persisted by an earlier run.
+    pub fn restore_value(&mut self, signature: Signature, action: ActionKind, value: f64) {
+        self.values.set(signature, action, value);
     }
 
     pub fn decide(&mut self, input: Input<'_>, now_ms: u64) -> Vec<Decided> {
@@ -140,10 +255,16 @@ impl Decider {
                 AnomalyState::Cleared => self.on_cleared(anomaly, now_ms, &mut out),
             },
             Input::Result(result) => self.on_result(result, now_ms, &mut out),
+            Input::Approval(approval) => self.on_approval(approval, now_ms, &mut out),
             Input::ChaosInjected { service, run_id } => {
                 self.chaos_runs.insert(service.clone(), run_id.to_string());
                 if let Some(open) = self.open.get_mut(service) {
                     open.incident.chaos_run = Some(run_id.to_string());
+                    note(
+                        open,
+                        now_ms,
+                        format!("fault injected by chaos run {run_id}"),
+                    );
                 }
             }
             Input::ChaosReverted { service, run_id } => {
@@ -151,6 +272,7 @@ impl Decider {
                     self.chaos_runs.remove(service);
                 }
             }
+            Input::Control { key, value } => self.on_control(key, value, now_ms, &mut out),
             Input::Tick => self.on_tick(now_ms, &mut out),
         }
         out
@@ -164,11 +286,14 @@ impl Decider {
         out: &mut Vec<Decided>,
     ) {
         let service = anomaly.service.clone();
+        self.depends_on
+            .insert(service.clone(), anomaly.depends_on.clone());
         if let Some(open) = self.open.get_mut(&service) {
             open.cleared = false;
             open.anomaly = anomaly.clone();
+            remember_signal(open, anomaly);
             note(
-                &mut open.incident,
+                open,
                 now_ms,
                 format!("anomaly: {} ({})", anomaly.signature, anomaly.reason),
             );
@@ -178,44 +303,77 @@ impl Decider {
         let correlation_id = correlation_id
             .map(str::to_string)
             .unwrap_or_else(|| incident_id.clone());
-        let mut incident = Incident {
-            incident_id,
-            service: service.clone(),
-            state: IncidentState::Opened,
-            signature: anomaly.signature,
-            chaos_run: self.chaos_runs.get(&service).cloned(),
-            opened_ms: now_ms,
-            timeline: Vec::new(),
+        let steps = self.playbook.steps(anomaly.signature);
+        let (order, explored) =
+            self.values
+                .order(anomaly.signature, steps, self.config.approval_risk);
+        let mut open = Open {
+            incident: Incident {
+                incident_id,
+                service: service.clone(),
+                state: IncidentState::Opened,
+                signature: anomaly.signature,
+                chaos_run: self.chaos_runs.get(&service).cloned(),
+                opened_ms: now_ms,
+                timeline: Vec::new(),
+            },
+            correlation_id,
+            anomaly: anomaly.clone(),
+            order,
+            next: 0,
+            phase: Phase::Pending { blocked: None },
+            cleared: false,
+            approved: None,
+            settle_until: if anomaly.depends_on.is_empty() {
+                0
+            } else {
+                now_ms + self.config.root_cause_wait_ms
+            },
+            signals: Vec::new(),
+            tried: Vec::new(),
         };
+        remember_signal(&mut open, anomaly);
         note(
-            &mut incident,
+            &mut open,
             now_ms,
             format!("opened: {} ({})", anomaly.signature, anomaly.reason),
         );
-        let open = Open {
-            incident,
-            correlation_id,
-            anomaly: anomaly.clone(),
-            step: 0,
-            in_flight: None,
-            verify_until: None,
-            deferred_until: None,
-            cleared: false,
-        };
         let why = match &open.incident.chaos_run {
             Some(run) => format!("{} (injected by chaos run {run})", anomaly.reason),
             None => anomaly.reason.clone(),
         };
+        let plan: Vec<String> = open
+            .order
+            .iter()
+            .map(|&i| {
+                let step = &steps[i];
+                format!(
+                    "{} (risk {}, value {:.3})",
+                    step.action,
+                    step.risk,
+                    self.values.get(anomaly.signature, step.action)
+                )
+            })
+            .collect();
         emit_incident(&open, out);
         emit_audit(
             &open,
             out,
             "incident.opened",
             why,
-            format!("incident {}", open.incident.incident_id),
+            format!(
+                "incident {}; plan [{}]{}",
+                open.incident.incident_id,
+                plan.join(", "),
+                if explored {
+                    " (first step explored)"
+                } else {
+                    ""
+                }
+            ),
         );
         self.open.insert(service.clone(), open);
-        self.next_step(&service, now_ms, out);
+        self.try_issue(&service, now_ms, out);
     }
 
     fn on_cleared(&mut self, anomaly: &Anomaly, now_ms: u64, out: &mut Vec<Decided>) {
@@ -223,8 +381,9 @@ impl Decider {
             return;
         };
         open.cleared = true;
-        if open.in_flight.is_none() {
-            self.recover(&anomaly.service, now_ms, out);
+        match open.phase {
+            Phase::InFlight { .. } => {} // recovered once the action's result is in
+            _ => self.recover(&anomaly.service, now_ms, out),
         }
     }
 
@@ -232,16 +391,19 @@ impl Decider {
         let Some(open) = self.open.get_mut(&result.service) else {
             return;
         };
-        if open.in_flight.as_ref().map(|a| a.action_id.as_str()) != Some(result.action_id.as_str())
-        {
+        let Phase::InFlight { request, .. } = &open.phase else {
             return; // a late or repeated result of an action no longer awaited
+        };
+        if request.action_id != result.action_id {
+            return;
         }
-        open.in_flight = None;
-        let outcome = format!("{:?} in {} ms", result.outcome, result.duration_ms).to_lowercase();
+        let request = request.clone();
+        self.busy.remove(&request.container_id);
+        let outcome = format!("{:?}", result.outcome).to_lowercase();
         note(
-            &mut open.incident,
+            open,
             now_ms,
-            format!("{} {outcome}", result.action),
+            format!("{} {outcome} in {} ms", result.action, result.duration_ms),
         );
         match result.outcome {
             ActionOutcome::Succeeded => {
@@ -249,7 +411,8 @@ impl Decider {
                     self.recover(&result.service, now_ms, out);
                     return;
                 }
-                open.verify_until = Some(now_ms + self.config.verify_deadline_ms);
+                let until = now_ms + self.config.verify_deadline_ms;
+                open.phase = Phase::Verifying { until };
                 open.incident.state = IncidentState::Verifying;
                 emit_incident(open, out);
                 let why = format!(
@@ -265,137 +428,507 @@ impl Decider {
                     open,
                     out,
                     "action.failed",
-                    why,
-                    format!("{} {outcome}; trying the next action", result.action),
+                    why.clone(),
+                    format!("{} {outcome}; trying the next step", result.action),
                 );
-                self.next_step(&result.service, now_ms, out);
+                self.step_failed(&result.service, &outcome, why, now_ms, out);
             }
+        }
+    }
+
+    fn on_approval(&mut self, approval: &Approval, now_ms: u64, out: &mut Vec<Decided>) {
+        let Some(open) = self.open.get_mut(&approval.service) else {
+            return;
+        };
+        let Phase::Held { request, .. } = &open.phase else {
+            return;
+        };
+        if request.action_id != approval.action_id {
+            return;
+        }
+        let action = request.action;
+        let action_id = request.action_id.clone();
+        if approval.approved {
+            note(
+                open,
+                now_ms,
+                format!("{action} approved by {}", approval.by),
+            );
+            emit_audit(
+                open,
+                out,
+                "approval.granted",
+                format!("{} approved {action}", approval.by),
+                format!("issuing {action_id}"),
+            );
+            open.approved = Some(action_id);
+            open.phase = Phase::Pending { blocked: None };
+            self.try_issue(&approval.service, now_ms, out);
+        } else {
+            emit_audit(
+                open,
+                out,
+                "approval.denied",
+                format!("{} denied {action}", approval.by),
+                "trying the next step".into(),
+            );
+            let detail = format!("denied by {}", approval.by);
+            self.step_failed(&approval.service, "denied", detail, now_ms, out);
+        }
+    }
+
+    fn on_control(&mut self, key: &str, value: Option<&str>, now_ms: u64, out: &mut Vec<Decided>) {
+        let service = ServiceName::new("decider").expect("valid name");
+        let (what, why) = match self.controls.apply(key, value) {
+            Ok(changed) => ("control.changed", changed),
+            Err(reason) => ("control.rejected", reason),
+        };
+        out.push(Decided {
+            correlation_id: format!("control-{now_ms}"),
+            decision: Decision::Audit {
+                service,
+                what,
+                why,
+                outcome: format!("{key} = {}", value.unwrap_or("(deleted)")),
+            },
+        });
+        if what == "control.changed" {
+            self.retry_pending(now_ms, out);
         }
     }
 
     fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
-        let due: Vec<(ServiceName, bool)> = self
+        let expired: Vec<ServiceName> = self
             .open
             .iter()
-            .filter_map(|(service, open)| {
-                let verification_failed = open.verify_until.is_some_and(|t| now_ms >= t);
-                let deferral_over = open.deferred_until.is_some_and(|t| now_ms >= t);
-                (verification_failed || deferral_over)
-                    .then(|| (service.clone(), verification_failed))
+            .filter(|(_, open)| match &open.phase {
+                Phase::Pending { .. } => false,
+                Phase::Held { until, .. }
+                | Phase::InFlight { until, .. }
+                | Phase::Verifying { until } => now_ms >= *until,
             })
+            .map(|(service, _)| service.clone())
             .collect();
-        for (service, verification_failed) in due {
-            if verification_failed {
-                if let Some(open) = self.open.get_mut(&service) {
-                    open.verify_until = None;
-                    let why = format!(
+        for service in expired {
+            let Some(open) = self.open.get_mut(&service) else {
+                continue;
+            };
+            let (what, outcome, why) = match &open.phase {
+                Phase::Verifying { .. } => (
+                    "verification.failed",
+                    "not_verified",
+                    format!(
                         "no steady state within {} ms",
                         self.config.verify_deadline_ms
-                    );
-                    emit_audit(
-                        open,
-                        out,
-                        "verification.failed",
-                        why,
-                        "trying the next action".into(),
-                    );
+                    ),
+                ),
+                Phase::InFlight { request, .. } => {
+                    self.busy.remove(&request.container_id);
+                    (
+                        "action.timed_out",
+                        "no_result",
+                        format!(
+                            "no result from the executor within {} ms",
+                            request.timeout_ms + RESULT_GRACE_MS
+                        ),
+                    )
                 }
-            }
-            self.next_step(&service, now_ms, out);
+                Phase::Held { .. } => (
+                    "approval.expired",
+                    "not_approved",
+                    format!("no approval within {} ms", self.config.approval_timeout_ms),
+                ),
+                Phase::Pending { .. } => continue,
+            };
+            emit_audit(open, out, what, why.clone(), "trying the next step".into());
+            self.step_failed(&service, outcome, why, now_ms, out);
+        }
+        self.retry_pending(now_ms, out);
+    }
+
+    /// Re-checks every waiting incident, root causes first (deepest dependency first), in
+    /// service order otherwise.
+    fn retry_pending(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        let pending: Vec<ServiceName> = self
+            .open
+            .iter()
+            .filter(|(_, o)| matches!(o.phase, Phase::Pending { .. }))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for service in pending {
+            self.try_issue(&service, now_ms, out);
         }
     }
 
-    /// Issues the next playbook action, defers it while it cools down, or escalates.
-    fn next_step(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
+    /// The step in progress did not bring the service back: learn from it, move on.
+    fn step_failed(
+        &mut self,
+        service: &ServiceName,
+        outcome: &str,
+        detail: String,
+        now_ms: u64,
+        out: &mut Vec<Decided>,
+    ) {
         let Some(open) = self.open.get_mut(service) else {
             return;
         };
-        open.deferred_until = None;
-        let playbook = self.config.playbook.0.get(&open.anomaly.signature);
-        let Some(&action) = playbook.and_then(|p| p.get(open.step)) else {
-            let why = match playbook {
-                None => format!("no playbook for {}", open.anomaly.signature),
-                Some(p) => format!("all {} playbook actions tried", p.len()),
+        let signature = open.incident.signature;
+        if let Some(step) = current_step(&self.playbook, open).cloned() {
+            if let Phase::Held { request, .. } = &open.phase {
+                // never sent: nothing to learn about the action itself
+                open.tried.push(ActionTried {
+                    action_id: request.action_id.clone(),
+                    action: step.action,
+                    outcome: outcome.to_string(),
+                    detail,
+                    requested_ms: now_ms,
+                });
+            } else {
+                if let Some(tried) = open.tried.last_mut() {
+                    tried.outcome = outcome.to_string();
+                    tried.detail = detail;
+                }
+                let value = self.values.update(signature, &step, Outcome::NotRecovered);
+                emit_value(open, out, signature, step.action, value);
+            }
+        }
+        open.next += 1;
+        open.approved = None;
+        open.phase = Phase::Pending { blocked: None };
+        self.try_issue(service, now_ms, out);
+    }
+
+    /// Issues the incident's next step if every safety rule allows it, holds it otherwise,
+    /// or escalates when no step is left.
+    fn try_issue(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
+        let Some(open) = self.open.get(service) else {
+            return;
+        };
+        if !matches!(open.phase, Phase::Pending { .. }) {
+            return;
+        }
+        let Some(step) = current_step(&self.playbook, open).cloned() else {
+            let steps = self.playbook.steps(open.incident.signature).len();
+            let why = if steps == 0 {
+                format!("no playbook for {}", open.incident.signature)
+            } else {
+                format!("all {steps} playbook steps tried")
             };
-            open.incident.state = IncidentState::Escalated;
+            self.escalate(service, why, now_ms, out);
+            return;
+        };
+        let container = open.anomaly.container_id.clone();
+        let approved = open.approved.is_some();
+        if let Some((rule, why)) = self.blocked_by(service, &step, &container, approved, now_ms) {
+            let open = self.open.get_mut(service).expect("checked above");
+            if let Phase::Pending { blocked } = &mut open.phase {
+                if *blocked != Some(rule) {
+                    *blocked = Some(rule);
+                    note(open, now_ms, format!("{} waits: {why}", step.action));
+                    emit_audit(
+                        open,
+                        out,
+                        "action.blocked",
+                        why,
+                        format!(
+                            "{} held by the {rule} rule; re-checked every tick",
+                            step.action
+                        ),
+                    );
+                }
+            }
+            return;
+        }
+        let open = self.open.get_mut(service).expect("checked above");
+        let mut params = step.params.clone();
+        params
+            .entry("stop_grace_s".into())
+            .or_insert_with(|| self.config.stop_grace_s.to_string());
+        let position = open.next + 1;
+        let request = ActionRequest {
+            action_id: open
+                .approved
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            incident_id: open.incident.incident_id.clone(),
+            service: service.clone(),
+            instance: open.anomaly.instance.clone(),
+            container_id: container.clone(),
+            action: step.action,
+            params,
+            timeout_ms: step.timeout_ms.unwrap_or(self.config.action_timeout_ms),
+            reason: format!(
+                "playbook {} step {position} of {}: {}",
+                open.incident.signature,
+                open.order.len(),
+                open.anomaly.reason
+            ),
+        };
+        let candidates = candidates(&self.playbook, &self.values, open);
+        if step.risk > self.config.approval_risk && open.approved.is_none() {
+            let until = now_ms + self.config.approval_timeout_ms;
             note(
-                &mut open.incident,
+                open,
                 now_ms,
-                format!("escalated to a human: {why}"),
+                format!("{} (risk {}) awaits approval", step.action, step.risk),
+            );
+            emit_audit(
+                open,
+                out,
+                "action.held",
+                format!(
+                    "{} has risk {} above the approval risk {}; candidates {candidates}",
+                    step.action, step.risk, self.config.approval_risk
+                ),
+                format!(
+                    "approve action_id {} on immune.approvals.{service}",
+                    request.action_id
+                ),
+            );
+            open.phase = Phase::Held { request, until };
+            return;
+        }
+        self.global_budget.take(now_ms);
+        self.service_budgets
+            .entry(service.clone())
+            .or_insert_with(|| TokenBucket::new(self.config.service_budget, now_ms))
+            .take(now_ms);
+        self.cooldown_until.insert(
+            (service.clone(), step.action),
+            now_ms + self.config.cooldown_ms,
+        );
+        open.approved = None;
+        open.tried.push(ActionTried {
+            action_id: request.action_id.clone(),
+            action: step.action,
+            outcome: "requested".into(),
+            detail: String::new(),
+            requested_ms: now_ms,
+        });
+        open.incident.state = IncidentState::Acting;
+        if self.config.dry_run {
+            let until = now_ms + self.config.verify_deadline_ms;
+            open.phase = Phase::Verifying { until };
+            note(
+                open,
+                now_ms,
+                format!("dry run: would {} {}", step.action, request.instance),
             );
             emit_incident(open, out);
             emit_audit(
                 open,
                 out,
-                "incident.escalated",
-                why,
-                "a human must act; the incident carries the story".into(),
+                "action.advised",
+                format!("{}; candidates {candidates}", request.reason),
+                format!("dry run: {} of {} not sent", step.action, request.instance),
             );
-            self.open.remove(service);
             return;
-        };
-        let key = (service.clone(), action);
-        if let Some(&until) = self.cooldown_until.get(&key) {
-            if until > now_ms {
-                open.deferred_until = Some(until);
-                let why = format!(
-                    "{action} on {service} is cooling down for {} ms more",
-                    until - now_ms
-                );
-                emit_audit(
-                    open,
-                    out,
-                    "action.deferred",
-                    why,
-                    "deferred, not dropped".into(),
-                );
-                return;
-            }
         }
-        let request = ActionRequest {
-            action_id: uuid::Uuid::now_v7().to_string(),
-            incident_id: open.incident.incident_id.clone(),
-            service: service.clone(),
-            instance: open.anomaly.instance.clone(),
-            container_id: open.anomaly.container_id.clone(),
-            action,
-            params: BTreeMap::from([(
-                "stop_grace_s".to_string(),
-                self.config.stop_grace_s.to_string(),
-            )]),
-            timeout_ms: self.config.action_timeout_ms,
-            reason: format!(
-                "playbook {} step {}: {}",
-                open.anomaly.signature,
-                open.step + 1,
-                open.anomaly.reason
-            ),
+        self.busy.insert(container, request.action_id.clone());
+        open.phase = Phase::InFlight {
+            request: request.clone(),
+            until: now_ms + request.timeout_ms + RESULT_GRACE_MS,
         };
-        self.cooldown_until
-            .insert(key, now_ms + self.config.cooldown_ms);
-        open.step += 1;
-        open.in_flight = Some(request.clone());
-        open.incident.state = IncidentState::Acting;
         note(
-            &mut open.incident,
+            open,
             now_ms,
-            format!("{action} requested on {}", request.instance),
+            format!("{} requested on {}", step.action, request.instance),
         );
         emit_incident(open, out);
-        let candidates = playbook.map(|p| format!("{p:?}")).unwrap_or_default();
         emit_audit(
             open,
             out,
             "action.requested",
+            format!("{}; candidates {candidates}", request.reason),
             format!(
-                "{} (candidates {candidates}, least disruptive first)",
-                request.reason
+                "{} of {} ({})",
+                step.action, request.instance, request.action_id
             ),
-            format!("{action} of {} ({})", request.instance, request.action_id),
         );
         out.push(Decided {
             correlation_id: open.correlation_id.clone(),
             decision: Decision::Action(request),
+        });
+    }
+
+    /// The first safety rule that holds `step` back, with the reason.
+    fn blocked_by(
+        &mut self,
+        service: &ServiceName,
+        step: &Step,
+        container: &str,
+        approved: bool,
+        now_ms: u64,
+    ) -> Option<(&'static str, String)> {
+        if self.controls.kill_switch {
+            return Some(("kill_switch", "the kill switch is on".into()));
+        }
+        if let Some(until) = self.controls.in_maintenance(service, now_ms) {
+            return Some((
+                "maintenance",
+                format!("{service} is in a maintenance window until {until}"),
+            ));
+        }
+        if let Some(open) = self.open.get(service).filter(|o| o.settle_until > now_ms) {
+            return Some((
+                "root_cause_wait",
+                format!(
+                    "{service} calls {}: waiting {} ms for their anomalies (or recovery) to show",
+                    join(&open.anomaly.depends_on),
+                    open.settle_until - now_ms
+                ),
+            ));
+        }
+        if let Some(culprit) = self.anomalous_dependency(service) {
+            return Some((
+                "root_cause",
+                format!("{service} depends on {culprit}, anomalous too: acting on {culprit} first"),
+            ));
+        }
+        if let Some(other) = self.busy.get(container) {
+            return Some((
+                "one_action_per_container",
+                format!("action {other} is still running on container {container}"),
+            ));
+        }
+        if let Some(&until) = self.cooldown_until.get(&(service.clone(), step.action)) {
+            if until > now_ms {
+                return Some((
+                    "cooldown",
+                    format!(
+                        "{} on {service} is cooling down for {} ms more",
+                        step.action,
+                        until - now_ms
+                    ),
+                ));
+            }
+        }
+        let acting = self
+            .open
+            .iter()
+            .filter(|(s, o)| *s != service && o.acting())
+            .count();
+        if acting >= self.config.max_services_acting {
+            return Some((
+                "blast_radius",
+                format!(
+                    "{acting} services are being acted on (cap {})",
+                    self.config.max_services_acting
+                ),
+            ));
+        }
+        let needs_approval = step.risk > self.config.approval_risk && !approved;
+        if needs_approval {
+            return None; // held for approval before any budget is spent
+        }
+        let service_budget = self.config.service_budget;
+        let own = self
+            .service_budgets
+            .entry(service.clone())
+            .or_insert_with(|| TokenBucket::new(service_budget, now_ms));
+        if !own.available(now_ms) {
+            return Some((
+                "service_budget",
+                format!(
+                    "{service} spent its budget of {} actions (refill {}/min)",
+                    service_budget.burst, service_budget.per_minute
+                ),
+            ));
+        }
+        if !self.global_budget.available(now_ms) {
+            return Some((
+                "global_budget",
+                format!(
+                    "the global budget of {} actions is spent (refill {}/min)",
+                    self.config.global_budget.burst, self.config.global_budget.per_minute
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Whether `service` calls `target`, directly or through others.
+    fn depends_transitively(&self, service: &ServiceName, target: &ServiceName) -> bool {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return false;
+        }
+        let mut seen = BTreeSet::from([service.clone()]);
+        let mut stack = vec![service.clone()];
+        while let Some(s) = stack.pop() {
+            for dep in self.depends_on.get(&s).into_iter().flatten() {
+                if dep == target {
+                    return true;
+                }
+                if seen.insert(dep.clone()) {
+                    stack.push(dep.clone());
+                }
+            }
+        }
+        false
+    }
+
+    /// The deepest anomalous service among those `service` (transitively) calls, if any.
+    fn anomalous_dependency(&self, service: &ServiceName) -> Option<ServiceName> {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return None;
+        }
+        let mut seen = BTreeSet::from([service.clone()]);
+        let mut frontier = vec![service.clone()];
+        let mut deepest = None;
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for s in &frontier {
+                for dep in self.depends_on.get(s).into_iter().flatten() {
+                    if seen.insert(dep.clone()) {
+                        if self.open.get(dep).is_some_and(|o| !o.cleared) {
+                            deepest = Some(dep.clone());
+                        }
+                        next.push(dep.clone());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        deepest
+    }
+
+    fn escalate(
+        &mut self,
+        service: &ServiceName,
+        why: String,
+        now_ms: u64,
+        out: &mut Vec<Decided>,
+    ) {
+        let Some(mut open) = self.open.remove(service) else {
+            return;
+        };
+        open.incident.state = IncidentState::Escalated;
+        note(&mut open, now_ms, format!("escalated to a human: {why}"));
+        emit_incident(&open, out);
+        emit_audit(
+            &open,
+            out,
+            "incident.escalated",
+            why.clone(),
+            format!(
+                "a human must act; {} action(s) tried, story on immune.escalations.{service}",
+                open.tried.len()
+            ),
+        );
+        out.push(Decided {
+            correlation_id: open.correlation_id.clone(),
+            decision: Decision::Escalation(Escalation {
+                incident_id: open.incident.incident_id.clone(),
+                service: service.clone(),
+                signature: open.incident.signature,
+                chaos_run: open.incident.chaos_run.clone(),
+                reason: why,
+                signals: open.signals.clone(),
+                actions: open.tried.clone(),
+                timeline: open.incident.timeline.clone(),
+                opened_ms: open.incident.opened_ms,
+                escalated_ms: now_ms,
+            }),
         });
     }
 
@@ -404,10 +937,31 @@ impl Decider {
             return;
         };
         let took = now_ms.saturating_sub(open.incident.opened_ms);
-        let actions = open.step;
+        let signature = open.incident.signature;
+        // the action credited with the recovery: the last one sent, if it succeeded
+        let credited = match &open.phase {
+            Phase::Verifying { .. } | Phase::InFlight { .. } => {
+                current_step(&self.playbook, &open).cloned()
+            }
+            _ => None,
+        };
+        if let Some(step) = credited {
+            if let Some(tried) = open.tried.last_mut() {
+                tried.outcome = "recovered".into();
+                let after_ms = now_ms.saturating_sub(tried.requested_ms);
+                let value = self
+                    .values
+                    .update(signature, &step, Outcome::Recovered { after_ms });
+                emit_value(&open, out, signature, step.action, value);
+            }
+        }
+        if let Phase::Held { .. } = open.phase {
+            note(&mut open, now_ms, "the held action is dropped".into());
+        }
+        let actions = open.tried.len();
         open.incident.state = IncidentState::Recovered;
         note(
-            &mut open.incident,
+            &mut open,
             now_ms,
             format!("recovered after {took} ms and {actions} action(s)"),
         );
@@ -421,17 +975,85 @@ impl Decider {
         );
         open.incident.state = IncidentState::Closed;
         emit_incident(&open, out);
+        // the services that call this one may recover with it: give them time to show it
+        let settle_until = now_ms + self.config.root_cause_wait_ms;
+        let dependents: Vec<ServiceName> = self
+            .open
+            .keys()
+            .filter(|s| self.depends_transitively(s, service))
+            .cloned()
+            .collect();
+        for dependent in dependents {
+            if let Some(o) = self.open.get_mut(&dependent) {
+                o.settle_until = o.settle_until.max(settle_until);
+            }
+        }
+        self.retry_pending(now_ms, out);
     }
 }
 
-fn note(incident: &mut Incident, at_ms: u64, what: String) {
-    incident.timeline.push(TimelineEntry { at_ms, what });
+fn current_step<'p>(playbook: &'p Playbook, open: &Open) -> Option<&'p Step> {
+    let index = *open.order.get(open.next)?;
+    playbook.steps(open.incident.signature).get(index)
+}
+
+fn candidates(playbook: &Playbook, values: &Values, open: &Open) -> String {
+    let steps = playbook.steps(open.incident.signature);
+    let list: Vec<String> = open.order[open.next..]
+        .iter()
+        .map(|&i| {
+            let s = &steps[i];
+            format!(
+                "{} risk {} value {:.3}",
+                s.action,
+                s.risk,
+                values.get(open.incident.signature, s.action)
+            )
+        })
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+fn join(services: &[ServiceName]) -> String {
+    let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+    names.join(", ")
+}
+
+fn remember_signal(open: &mut Open, anomaly: &Anomaly) {
+    let signal = format!(
+        "{} {}: {}",
+        anomaly.signature, anomaly.instance, anomaly.reason
+    );
+    if open.signals.len() < MAX_SIGNALS && !open.signals.contains(&signal) {
+        open.signals.push(signal);
+    }
+}
+
+fn note(open: &mut Open, at_ms: u64, what: String) {
+    open.incident.timeline.push(TimelineEntry { at_ms, what });
 }
 
 fn emit_incident(open: &Open, out: &mut Vec<Decided>) {
     out.push(Decided {
         correlation_id: open.correlation_id.clone(),
         decision: Decision::Incident(open.incident.clone()),
+    });
+}
+
+fn emit_value(
+    open: &Open,
+    out: &mut Vec<Decided>,
+    signature: Signature,
+    action: ActionKind,
+    value: f64,
+) {
+    out.push(Decided {
+        correlation_id: open.correlation_id.clone(),
+        decision: Decision::Value {
+            signature,
+            action,
+            value,
+        },
     });
 }
 
@@ -454,227 +1076,4 @@ fn emit_audit(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use immune_nats::samples;
-
-    fn firing(signature: Signature) -> Anomaly {
-        Anomaly {
-            state: AnomalyState::Firing,
-            signature,
-            ..samples::anomaly()
-        }
-    }
-
-    fn cleared() -> Anomaly {
-        Anomaly {
-            state: AnomalyState::Cleared,
-            ..samples::anomaly()
-        }
-    }
-
-    fn actions(out: &[Decided]) -> Vec<ActionRequest> {
-        out.iter()
-            .filter_map(|d| match &d.decision {
-                Decision::Action(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn audits(out: &[Decided]) -> Vec<&'static str> {
-        out.iter()
-            .filter_map(|d| match &d.decision {
-                Decision::Audit { what, .. } => Some(*what),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn result_of(action: &ActionRequest, outcome: ActionOutcome) -> ActionResult {
-        ActionResult {
-            action_id: action.action_id.clone(),
-            outcome,
-            ..samples::action_result()
-        }
-    }
-
-    #[test]
-    fn firing_opens_an_incident_and_restarts_then_clearing_recovers_it() {
-        let mut d = Decider::new(PolicyConfig::default());
-        let a = firing(Signature::Unresponsive);
-        let out = d.decide(
-            Input::Anomaly {
-                anomaly: &a,
-                correlation_id: Some("run-1"),
-            },
-            1_000,
-        );
-        let acts = actions(&out);
-        assert_eq!(acts.len(), 1);
-        assert_eq!(acts[0].action, ActionKind::Restart);
-        assert_eq!(acts[0].container_id, a.container_id);
-        assert!(out.iter().all(|d| d.correlation_id == "run-1"));
-        assert_eq!(audits(&out), ["incident.opened", "action.requested"]);
-
-        let out = d.decide(
-            Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
-            1_600,
-        );
-        assert_eq!(audits(&out), ["verification.started"]);
-        let out = d.decide(
-            Input::Anomaly {
-                anomaly: &cleared(),
-                correlation_id: Some("run-1"),
-            },
-            2_000,
-        );
-        assert_eq!(audits(&out), ["incident.recovered"]);
-        let states: Vec<_> = out
-            .iter()
-            .filter_map(|d| match &d.decision {
-                Decision::Incident(i) => Some(i.state),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(states, [IncidentState::Recovered, IncidentState::Closed]);
-        assert_eq!(d.open_incidents().count(), 0);
-    }
-
-    #[test]
-    fn a_repeat_within_the_cooldown_is_deferred_not_dropped() {
-        let mut d = Decider::new(PolicyConfig {
-            cooldown_ms: 5_000,
-            ..Default::default()
-        });
-        let a = firing(Signature::Crashed);
-        let first = actions(&d.decide(
-            Input::Anomaly {
-                anomaly: &a,
-                correlation_id: None,
-            },
-            0,
-        ));
-        d.decide(
-            Input::Result(&result_of(&first[0], ActionOutcome::Succeeded)),
-            100,
-        );
-        d.decide(
-            Input::Anomaly {
-                anomaly: &cleared(),
-                correlation_id: None,
-            },
-            200,
-        );
-        // it crashes again at once: the restart must wait for the cooldown
-        let out = d.decide(
-            Input::Anomaly {
-                anomaly: &a,
-                correlation_id: None,
-            },
-            1_000,
-        );
-        assert!(actions(&out).is_empty());
-        assert!(audits(&out).contains(&"action.deferred"));
-        assert!(actions(&d.decide(Input::Tick, 4_999)).is_empty());
-        let out = d.decide(Input::Tick, 5_000);
-        assert_eq!(actions(&out).len(), 1, "issued once the cooldown is over");
-    }
-
-    #[test]
-    fn a_failed_verification_escalates_through_the_playbook_to_a_human() {
-        let playbook = Playbook(BTreeMap::from([(
-            Signature::Unresponsive,
-            vec![ActionKind::Restart, ActionKind::Recreate],
-        )]));
-        let mut d = Decider::new(PolicyConfig {
-            playbook,
-            verify_deadline_ms: 1_000,
-            cooldown_ms: 0,
-            ..Default::default()
-        });
-        let a = firing(Signature::Unresponsive);
-        let first = actions(&d.decide(
-            Input::Anomaly {
-                anomaly: &a,
-                correlation_id: None,
-            },
-            0,
-        ));
-        d.decide(
-            Input::Result(&result_of(&first[0], ActionOutcome::Succeeded)),
-            10,
-        );
-        assert!(actions(&d.decide(Input::Tick, 500)).is_empty());
-        let out = d.decide(Input::Tick, 1_010);
-        assert_eq!(audits(&out)[0], "verification.failed");
-        let second = actions(&out);
-        assert_eq!(second[0].action, ActionKind::Recreate);
-        let out = d.decide(
-            Input::Result(&result_of(&second[0], ActionOutcome::Failed)),
-            1_100,
-        );
-        assert!(audits(&out).contains(&"incident.escalated"));
-        assert_eq!(d.open_incidents().count(), 0);
-    }
-
-    #[test]
-    fn a_signature_without_playbook_goes_straight_to_a_human() {
-        let mut d = Decider::new(PolicyConfig::default());
-        let out = d.decide(
-            Input::Anomaly {
-                anomaly: &firing(Signature::TrafficDrop),
-                correlation_id: None,
-            },
-            0,
-        );
-        assert!(actions(&out).is_empty());
-        assert!(audits(&out).contains(&"incident.escalated"));
-    }
-
-    #[test]
-    fn a_stale_result_is_ignored() {
-        let mut d = Decider::new(PolicyConfig::default());
-        let a = firing(Signature::Crashed);
-        d.decide(
-            Input::Anomaly {
-                anomaly: &a,
-                correlation_id: None,
-            },
-            0,
-        );
-        let stale = ActionResult {
-            action_id: "someone-else".into(),
-            ..samples::action_result()
-        };
-        assert!(d.decide(Input::Result(&stale), 10).is_empty());
-    }
-
-    #[test]
-    fn the_incident_knows_about_the_chaos_run() {
-        let mut d = Decider::new(PolicyConfig::default());
-        let svc = samples::anomaly().service;
-        d.decide(
-            Input::ChaosInjected {
-                service: &svc,
-                run_id: "run-9",
-            },
-            0,
-        );
-        let out = d.decide(
-            Input::Anomaly {
-                anomaly: &firing(Signature::Crashed),
-                correlation_id: Some("run-9"),
-            },
-            1,
-        );
-        let opened = out.iter().find_map(|d| match &d.decision {
-            Decision::Incident(i) => Some(i.clone()),
-            _ => None,
-        });
-        assert_eq!(
-            opened.expect("incident").chaos_run.as_deref(),
-            Some("run-9")
-        );
-    }
-}
+mod tests;

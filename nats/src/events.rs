@@ -30,6 +30,8 @@ pub enum Event {
     ChaosRejected(ChaosRejected),
     Audit(AuditRecord),
     DeadLetter(DeadLetter),
+    Escalation(Escalation),
+    Approval(Approval),
 }
 
 impl Event {
@@ -48,6 +50,8 @@ impl Event {
             Event::ChaosRejected(_) => "chaos_rejected",
             Event::Audit(_) => "audit",
             Event::DeadLetter(_) => "dead_letter",
+            Event::Escalation(_) => "escalation",
+            Event::Approval(_) => "approval",
         }
     }
 }
@@ -548,4 +552,47 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     pub const MAX_PAYLOAD: usize = 64 * 1024;
+}
+
+/// What was tried for an incident, and how it went: one line of an escalation's story.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionTried {
+    pub action_id: String,
+    pub action: ActionKind,
+    /// `succeeded`, `failed`, `refused`, `not_verified` (succeeded, but no steady state
+    /// within the deadline) or `no_result` (the executor never answered).
+    pub outcome: String,
+    pub detail: String,
+    pub requested_ms: u64,
+}
+
+/// The decider gives up and hands an incident to a human, with the whole story: the signals
+/// seen, the actions tried with their results, and the incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub incident_id: String,
+    pub service: ServiceName,
+    pub signature: Signature,
+    pub chaos_run: Option<String>,
+    /// Why the decider stopped acting.
+    pub reason: String,
+    /// The anomalies (reasons as the detector wrote them) seen during the incident.
+    pub signals: Vec<String>,
+    pub actions: Vec<ActionTried>,
+    pub timeline: Vec<TimelineEntry>,
+    pub opened_ms: u64,
+    pub escalated_ms: u64,
+}
+
+/// An operator's answer to an action the decider holds for approval (its risk is above the
+/// configured threshold), published on `immune.approvals.<service>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub service: ServiceName,
+    pub incident_id: String,
+    /// The held action's id, as the `action.held` audit record names it.
+    pub action_id: String,
+    pub approved: bool,
+    /// Who answered, for the audit trail.
+    pub by: String,
 }

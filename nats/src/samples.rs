@@ -208,6 +208,40 @@ pub fn dead_letter() -> DeadLetter {
     }
 }
 
+pub fn escalation() -> Escalation {
+    Escalation {
+        incident_id: "incident-1".into(),
+        service: svc(),
+        signature: Signature::Unresponsive,
+        chaos_run: Some("run-42".into()),
+        reason: "all 2 playbook actions tried".into(),
+        signals: vec!["health probe failing for 3 intervals".into()],
+        actions: vec![ActionTried {
+            action_id: "action-1".into(),
+            action: ActionKind::Restart,
+            outcome: "not_verified".into(),
+            detail: "no steady state within 30000 ms".into(),
+            requested_ms: T0,
+        }],
+        timeline: vec![TimelineEntry {
+            at_ms: T0,
+            what: "opened: unresponsive".into(),
+        }],
+        opened_ms: T0,
+        escalated_ms: T0 + 60_000,
+    }
+}
+
+pub fn approval() -> Approval {
+    Approval {
+        service: svc(),
+        incident_id: "incident-1".into(),
+        action_id: "action-1".into(),
+        approved: true,
+        by: "oncall".into(),
+    }
+}
+
 /// Every event kind once, wrapped as its usual producer would, named as its fixture file.
 pub fn all() -> Vec<(&'static str, Envelope)> {
     vec![
@@ -258,6 +292,14 @@ pub fn all() -> Vec<(&'static str, Envelope)> {
         (
             "dead_letter",
             envelope(Stage::Detector, Event::DeadLetter(dead_letter())),
+        ),
+        (
+            "escalation",
+            envelope(Stage::Decider, Event::Escalation(escalation())),
+        ),
+        (
+            "approval",
+            envelope(Stage::Client, Event::Approval(approval())),
         ),
     ]
 }

@@ -35,9 +35,11 @@ pub const PIPELINE: StreamSpec = StreamSpec {
         subject::ACTIONS_ALL,
         subject::RESULTS_ALL,
         subject::CHAOS_ALL,
+        subject::ESCALATIONS_ALL,
+        subject::APPROVALS_ALL,
     ],
     max_age: Duration::from_secs(7 * 24 * 3600),
-    description: "events, anomalies, incidents, actions, results and chaos",
+    description: "events, anomalies, incidents, actions, results, chaos, escalations, approvals",
 };
 
 /// The audit trail and dead letters: kept longest.
@@ -92,6 +94,7 @@ pub const DECIDER: ConsumerSpec = ConsumerSpec {
         subject::RESULTS_ALL,
         subject::CHAOS_INJECTED_ALL,
         subject::CHAOS_REVERTED_ALL,
+        subject::APPROVALS_ALL,
     ],
     ack_wait: Duration::from_secs(30),
 };
@@ -155,4 +158,20 @@ pub const DETECTOR_MODELS: BucketSpec = BucketSpec {
     name: "immune_detector_models",
     history: 1,
     max_age: Duration::from_secs(30 * 24 * 3600),
+};
+
+/// The decider's run-time switches, changeable while it runs: key `kill_switch` (`on` stops
+/// every action), `maintenance.<service>` (a window: `<from_ms>..<until_ms>` in Unix ms, no
+/// action on that service inside it). Kept until deleted.
+pub const DECIDER_CONTROL: BucketSpec = BucketSpec {
+    name: "immune_decider_control",
+    history: 5,
+    max_age: Duration::ZERO,
+};
+
+/// The decider's learned value per (signature, action), so a restart keeps what it learned.
+pub const DECIDER_VALUES: BucketSpec = BucketSpec {
+    name: "immune_decider_values",
+    history: 1,
+    max_age: Duration::ZERO,
 };

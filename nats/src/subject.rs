@@ -13,6 +13,8 @@
 //! | `immune.chaos.{injected,reverted,rejected}.<service>` | chaos outcomes |
 //! | `immune.audit.<stage>.<service>` | [`AuditRecord`](crate::AuditRecord) |
 //! | `immune.deadletter.<stage>` | [`DeadLetter`](crate::DeadLetter) |
+//! | `immune.escalations.<service>` | [`Escalation`](crate::Escalation) |
+//! | `immune.approvals.<service>` | [`Approval`](crate::Approval) |
 
 use std::fmt;
 
@@ -34,6 +36,8 @@ pub const CHAOS_INJECTED_ALL: &str = "immune.chaos.injected.>";
 pub const CHAOS_REVERTED_ALL: &str = "immune.chaos.reverted.>";
 pub const AUDIT_ALL: &str = "immune.audit.>";
 pub const DEAD_LETTER_ALL: &str = "immune.deadletter.>";
+pub const ESCALATIONS_ALL: &str = "immune.escalations.>";
+pub const APPROVALS_ALL: &str = "immune.approvals.>";
 
 impl Subject {
     /// The subject an event belongs on.
@@ -51,6 +55,8 @@ impl Subject {
             Event::ChaosRejected(e) => format!("immune.chaos.rejected.{}", e.service),
             Event::Audit(e) => format!("immune.audit.{}.{}", e.stage, e.service),
             Event::DeadLetter(e) => format!("immune.deadletter.{}", e.stage),
+            Event::Escalation(e) => format!("immune.escalations.{}", e.service),
+            Event::Approval(e) => format!("immune.approvals.{}", e.service),
         };
         Subject(s)
     }

@@ -1,0 +1,730 @@
+//! The decision rules, one by one, without NATS.
+
+use super::*;
+use immune_nats::samples;
+
+use crate::safety::{KILL_SWITCH_KEY, MAINTENANCE_PREFIX};
+
+fn svc(name: &str) -> ServiceName {
+    ServiceName::new(name).expect("valid name")
+}
+
+fn firing_on(service: &str, signature: Signature, depends_on: &[&str]) -> Anomaly {
+    Anomaly {
+        state: AnomalyState::Firing,
+        signature,
+        service: svc(service),
+        instance: format!("{service}-1"),
+        container_id: format!("container-{service}"),
+        depends_on: depends_on.iter().map(|s| svc(s)).collect(),
+        ..samples::anomaly()
+    }
+}
+
+fn firing(signature: Signature) -> Anomaly {
+    firing_on("orders", signature, &[])
+}
+
+fn cleared_on(service: &str) -> Anomaly {
+    Anomaly {
+        state: AnomalyState::Cleared,
+        ..firing_on(service, Signature::Crashed, &[])
+    }
+}
+
+fn actions(out: &[Decided]) -> Vec<ActionRequest> {
+    out.iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Action(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn audits(out: &[Decided]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Audit { what, .. } => Some(*what),
+            _ => None,
+        })
+        .collect()
+}
+
+fn audit_text(out: &[Decided], wanted: &str) -> Vec<String> {
+    out.iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Audit {
+                what, why, outcome, ..
+            } if *what == wanted => Some(format!("{why} | {outcome}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn escalations(out: &[Decided]) -> Vec<Escalation> {
+    out.iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Escalation(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn result_of(action: &ActionRequest, outcome: ActionOutcome) -> ActionResult {
+    ActionResult {
+        action_id: action.action_id.clone(),
+        service: action.service.clone(),
+        action: action.action,
+        outcome,
+        ..samples::action_result()
+    }
+}
+
+fn fire(d: &mut Decider, a: &Anomaly, now: u64) -> Vec<Decided> {
+    d.decide(
+        Input::Anomaly {
+            anomaly: a,
+            correlation_id: None,
+        },
+        now,
+    )
+}
+
+fn playbook(text: &str) -> Playbook {
+    Playbook::parse(text).expect("test playbook")
+}
+
+/// A policy without learning, exploration or root-cause waits, unless a test wants them.
+fn config() -> PolicyConfig {
+    PolicyConfig {
+        learning: LearningConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn decider(config: PolicyConfig) -> Decider {
+    Decider::new(config, Playbook::default())
+}
+
+#[test]
+fn firing_opens_an_incident_and_restarts_then_clearing_recovers_it() {
+    let mut d = decider(config());
+    let a = firing(Signature::Unresponsive);
+    let out = d.decide(
+        Input::Anomaly {
+            anomaly: &a,
+            correlation_id: Some("run-1"),
+        },
+        1_000,
+    );
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].action, ActionKind::Restart);
+    assert_eq!(acts[0].container_id, a.container_id);
+    assert_eq!(acts[0].params["stop_grace_s"], "1");
+    assert!(out.iter().all(|d| d.correlation_id == "run-1"));
+    assert_eq!(audits(&out), ["incident.opened", "action.requested"]);
+    let why = &audit_text(&out, "action.requested")[0];
+    assert!(why.contains("candidates [restart risk 2"), "{why}");
+
+    let out = d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        1_600,
+    );
+    assert_eq!(audits(&out), ["verification.started"]);
+    let out = fire(&mut d, &cleared_on("orders"), 2_000);
+    assert_eq!(audits(&out), ["incident.recovered"]);
+    let states: Vec<_> = out
+        .iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Incident(i) => Some(i.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [IncidentState::Recovered, IncidentState::Closed]);
+    assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
+fn a_step_carries_its_playbook_params_and_timeout() {
+    let mut d = Decider::new(
+        config(),
+        playbook(
+            "[[errors_up]]\naction = \"circuit_breaker\"\nrisk = 1\ntimeout_ms = 5000\nparams = { state = \"open\" }",
+        ),
+    );
+    let acts = actions(&fire(&mut d, &firing(Signature::ErrorsUp), 0));
+    assert_eq!(acts[0].action, ActionKind::CircuitBreaker);
+    assert_eq!(acts[0].params["state"], "open");
+    assert_eq!(acts[0].timeout_ms, 5_000);
+}
+
+#[test]
+fn a_repeat_within_the_cooldown_waits_and_is_not_dropped() {
+    let mut d = decider(PolicyConfig {
+        cooldown_ms: 5_000,
+        ..config()
+    });
+    let a = firing(Signature::Crashed);
+    let first = actions(&fire(&mut d, &a, 0));
+    d.decide(
+        Input::Result(&result_of(&first[0], ActionOutcome::Succeeded)),
+        100,
+    );
+    fire(&mut d, &cleared_on("orders"), 200);
+    // it crashes again at once: the restart must wait for the cooldown
+    let out = fire(&mut d, &a, 1_000);
+    assert!(actions(&out).is_empty());
+    assert!(audit_text(&out, "action.blocked")[0].contains("cooling down"));
+    let out = d.decide(Input::Tick, 4_999);
+    assert!(actions(&out).is_empty());
+    assert!(
+        audits(&out).is_empty(),
+        "a block is audited once, not every tick"
+    );
+    let out = d.decide(Input::Tick, 5_000);
+    assert_eq!(actions(&out).len(), 1, "issued once the cooldown is over");
+}
+
+#[test]
+fn a_failed_verification_walks_the_playbook_then_escalates_with_the_whole_story() {
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 1_000,
+        cooldown_ms: 0,
+        ..config()
+    });
+    d.decide(
+        Input::ChaosInjected {
+            service: &svc("orders"),
+            run_id: "run-7",
+        },
+        0,
+    );
+    let a = firing(Signature::Unresponsive);
+    let first = actions(&fire(&mut d, &a, 0));
+    d.decide(
+        Input::Result(&result_of(&first[0], ActionOutcome::Succeeded)),
+        10,
+    );
+    assert!(actions(&d.decide(Input::Tick, 500)).is_empty());
+    let out = d.decide(Input::Tick, 1_010);
+    assert_eq!(audits(&out)[0], "verification.failed");
+    let second = actions(&out);
+    assert_eq!(second[0].action, ActionKind::Recreate);
+    let mut failed = result_of(&second[0], ActionOutcome::Failed);
+    failed.error = Some("no such image".into());
+    let out = d.decide(Input::Result(&failed), 1_100);
+    assert!(audits(&out).contains(&"incident.escalated"));
+    let story = escalations(&out).pop().expect("an escalation event");
+    assert_eq!(story.chaos_run.as_deref(), Some("run-7"));
+    assert_eq!(story.reason, "all 2 playbook steps tried");
+    let tried: Vec<_> = story
+        .actions
+        .iter()
+        .map(|t| (t.action, t.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (ActionKind::Restart, "not_verified"),
+            (ActionKind::Recreate, "failed")
+        ]
+    );
+    assert_eq!(story.actions[1].detail, "no such image");
+    assert!(!story.signals.is_empty());
+    assert!(story.timeline.len() >= 4, "{:?}", story.timeline);
+    assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
+fn a_signature_without_playbook_goes_straight_to_a_human() {
+    let mut d = Decider::new(
+        config(),
+        playbook("[[crashed]]\naction = \"restart\"\nrisk = 1"),
+    );
+    let out = fire(&mut d, &firing(Signature::TrafficDrop), 0);
+    assert!(actions(&out).is_empty());
+    assert_eq!(escalations(&out)[0].reason, "no playbook for traffic_drop");
+}
+
+#[test]
+fn a_stale_result_is_ignored() {
+    let mut d = decider(config());
+    fire(&mut d, &firing(Signature::Crashed), 0);
+    let stale = ActionResult {
+        action_id: "someone-else".into(),
+        ..samples::action_result()
+    };
+    assert!(d.decide(Input::Result(&stale), 10).is_empty());
+}
+
+#[test]
+fn an_action_without_result_counts_as_failed_after_its_timeout() {
+    let mut d = decider(PolicyConfig {
+        action_timeout_ms: 1_000,
+        cooldown_ms: 0,
+        ..config()
+    });
+    fire(&mut d, &firing(Signature::Crashed), 0);
+    assert!(actions(&d.decide(Input::Tick, 5_999)).is_empty());
+    let out = d.decide(Input::Tick, 6_000);
+    assert_eq!(audits(&out)[0], "action.timed_out");
+    assert_eq!(actions(&out)[0].action, ActionKind::Recreate);
+}
+
+#[test]
+fn the_incident_knows_about_the_chaos_run() {
+    let mut d = decider(config());
+    d.decide(
+        Input::ChaosInjected {
+            service: &svc("orders"),
+            run_id: "run-9",
+        },
+        0,
+    );
+    let out = fire(&mut d, &firing(Signature::Crashed), 1);
+    let opened = out.iter().find_map(|d| match &d.decision {
+        Decision::Incident(i) => Some(i.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        opened.expect("incident").chaos_run.as_deref(),
+        Some("run-9")
+    );
+    assert!(audit_text(&out, "incident.opened")[0].contains("injected by chaos run run-9"));
+}
+
+// --- safety ---
+
+#[test]
+fn the_kill_switch_holds_every_action_until_it_is_off() {
+    let mut d = decider(config());
+    let out = d.decide(
+        Input::Control {
+            key: KILL_SWITCH_KEY,
+            value: Some("on"),
+        },
+        0,
+    );
+    assert_eq!(audits(&out), ["control.changed"]);
+    let out = fire(&mut d, &firing(Signature::Crashed), 10);
+    assert!(actions(&out).is_empty());
+    assert!(audit_text(&out, "action.blocked")[0].contains("kill switch"));
+    assert!(actions(&d.decide(Input::Tick, 1_000)).is_empty());
+    let out = d.decide(
+        Input::Control {
+            key: KILL_SWITCH_KEY,
+            value: Some("off"),
+        },
+        2_000,
+    );
+    assert_eq!(actions(&out).len(), 1, "released as soon as it is off");
+}
+
+#[test]
+fn a_bad_control_value_is_refused_and_audited() {
+    let mut d = decider(config());
+    let out = d.decide(
+        Input::Control {
+            key: KILL_SWITCH_KEY,
+            value: Some("yes please"),
+        },
+        0,
+    );
+    assert_eq!(audits(&out), ["control.rejected"]);
+    assert_eq!(
+        actions(&fire(&mut d, &firing(Signature::Crashed), 1)).len(),
+        1
+    );
+}
+
+#[test]
+fn a_maintenance_window_holds_actions_on_its_service_only() {
+    let mut d = decider(config());
+    let key = format!("{MAINTENANCE_PREFIX}orders");
+    d.decide(
+        Input::Control {
+            key: &key,
+            value: Some("0..10000"),
+        },
+        0,
+    );
+    let out = fire(&mut d, &firing(Signature::Crashed), 100);
+    assert!(audit_text(&out, "action.blocked")[0].contains("maintenance window"));
+    let other = firing_on("payments", Signature::Crashed, &[]);
+    assert_eq!(actions(&fire(&mut d, &other, 100)).len(), 1);
+    assert!(actions(&d.decide(Input::Tick, 9_999)).is_empty());
+    let out = d.decide(Input::Tick, 10_000);
+    assert_eq!(actions(&out)[0].service, svc("orders"));
+}
+
+#[test]
+fn never_two_actions_on_one_container_at_once() {
+    let mut d = decider(config());
+    let first = actions(&fire(&mut d, &firing(Signature::Crashed), 0));
+    // another service's incident pointing at the same container (a shared sidecar)
+    let mut other = firing_on("payments", Signature::Crashed, &[]);
+    other.container_id = first[0].container_id.clone();
+    let out = fire(&mut d, &other, 10);
+    assert!(actions(&out).is_empty());
+    assert!(audit_text(&out, "action.blocked")[0].contains("still running on container"));
+    let out = d.decide(
+        Input::Result(&result_of(&first[0], ActionOutcome::Succeeded)),
+        500,
+    );
+    assert!(actions(&out).is_empty(), "released on the next tick");
+    assert_eq!(actions(&d.decide(Input::Tick, 600)).len(), 1);
+}
+
+#[test]
+fn the_blast_radius_caps_services_acted_on_at_once() {
+    let mut d = decider(PolicyConfig {
+        max_services_acting: 2,
+        ..config()
+    });
+    let mut issued = Vec::new();
+    for s in ["a", "b", "c"] {
+        let out = fire(&mut d, &firing_on(s, Signature::Crashed, &[]), 0);
+        issued.extend(actions(&out));
+        if s == "c" {
+            let blocked = audit_text(&out, "action.blocked");
+            assert!(
+                blocked[0].contains("cap 2"),
+                "{:?} {blocked:?}",
+                audits(&out)
+            );
+        }
+    }
+    assert_eq!(issued.len(), 2);
+    d.decide(
+        Input::Result(&result_of(&issued[0], ActionOutcome::Succeeded)),
+        100,
+    );
+    assert!(
+        actions(&d.decide(Input::Tick, 200)).is_empty(),
+        "a is verifying: still acted on"
+    );
+    let out = fire(&mut d, &cleared_on("a"), 300);
+    assert_eq!(actions(&out)[0].service, svc("c"), "released as a recovers");
+}
+
+#[test]
+fn a_service_budget_stops_a_flapping_service() {
+    let mut d = decider(PolicyConfig {
+        cooldown_ms: 0,
+        service_budget: Budget {
+            burst: 2,
+            per_minute: 1.0,
+        },
+        ..config()
+    });
+    let mut now = 0;
+    let mut issued = 0;
+    for _ in 0..4 {
+        let out = fire(&mut d, &firing(Signature::Crashed), now);
+        for a in actions(&out) {
+            issued += 1;
+            d.decide(
+                Input::Result(&result_of(&a, ActionOutcome::Succeeded)),
+                now + 1,
+            );
+        }
+        if issued == 2 && actions(&out).is_empty() {
+            assert!(audit_text(&out, "action.blocked")[0].contains("spent its budget"));
+        }
+        fire(&mut d, &cleared_on("orders"), now + 2);
+        now += 1_000;
+    }
+    assert_eq!(issued, 2, "burst of 2, then one a minute");
+}
+
+#[test]
+fn an_action_storm_of_many_simultaneous_incidents_stays_within_the_global_budget() {
+    let mut d = decider(PolicyConfig {
+        max_services_acting: 100,
+        global_budget: Budget {
+            burst: 10,
+            per_minute: 30.0,
+        },
+        ..config()
+    });
+    let mut out = Vec::new();
+    for i in 0..60 {
+        out.extend(fire(
+            &mut d,
+            &firing_on(&format!("svc{i:02}"), Signature::Crashed, &[]),
+            0,
+        ));
+    }
+    assert_eq!(actions(&out).len(), 10, "only the burst goes out");
+    let blocked = audit_text(&out, "action.blocked");
+    assert_eq!(blocked.len(), 50, "every held one says why");
+    assert!(blocked.iter().all(|b| b.contains("global budget")));
+    // a minute of ticks: 30 more at most (one every 2 s)
+    let mut later = 0;
+    for t in (200..=60_000).step_by(200) {
+        later += actions(&d.decide(Input::Tick, t)).len();
+    }
+    assert_eq!(later, 30);
+}
+
+#[test]
+fn dry_run_records_what_it_would_do_and_sends_nothing() {
+    let mut d = decider(PolicyConfig {
+        dry_run: true,
+        verify_deadline_ms: 1_000,
+        cooldown_ms: 0,
+        ..config()
+    });
+    let out = fire(&mut d, &firing(Signature::Crashed), 0);
+    assert!(actions(&out).is_empty());
+    assert!(audit_text(&out, "action.advised")[0].contains("dry run: restart"));
+    let out = d.decide(Input::Tick, 1_000);
+    assert!(actions(&out).is_empty());
+    assert!(audit_text(&out, "action.advised")[0].contains("recreate"));
+}
+
+#[test]
+fn a_risky_step_waits_for_approval() {
+    let book = "[[errors_up]]\naction = \"restart\"\nrisk = 2\n[[errors_up]]\naction = \"rollback\"\nrisk = 4";
+    let mut d = Decider::new(
+        PolicyConfig {
+            verify_deadline_ms: 1_000,
+            cooldown_ms: 0,
+            ..config()
+        },
+        playbook(book),
+    );
+    let first = actions(&fire(&mut d, &firing(Signature::ErrorsUp), 0));
+    let out = d.decide(
+        Input::Result(&result_of(&first[0], ActionOutcome::Failed)),
+        10,
+    );
+    assert!(actions(&out).is_empty());
+    let held = audit_text(&out, "action.held");
+    assert!(
+        held[0].contains("risk 4 above the approval risk 3"),
+        "{held:?}"
+    );
+    let action_id = held[0]
+        .split("approve action_id ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .expect("the held action id")
+        .to_string();
+    let incident_id = first[0].incident_id.clone();
+    let approval = |id: &str, approved: bool| Approval {
+        service: svc("orders"),
+        incident_id: incident_id.clone(),
+        action_id: id.to_string(),
+        approved,
+        by: "oncall".into(),
+    };
+    assert!(d
+        .decide(Input::Approval(&approval("other", true)), 20)
+        .is_empty());
+    let out = d.decide(Input::Approval(&approval(&action_id, true)), 30);
+    let acts = actions(&out);
+    assert_eq!(acts[0].action, ActionKind::Rollback);
+    assert_eq!(acts[0].action_id, action_id);
+
+    // denied: the step is skipped, here to the human
+    let mut d = Decider::new(
+        config(),
+        playbook("[[errors_up]]\naction = \"rollback\"\nrisk = 5"),
+    );
+    let out = fire(&mut d, &firing(Signature::ErrorsUp), 0);
+    let held = audit_text(&out, "action.held")[0].clone();
+    let id = held
+        .split("approve action_id ")
+        .nth(1)
+        .expect("as set up")
+        .split(' ')
+        .next()
+        .expect("as set up")
+        .to_string();
+    let out = d.decide(Input::Approval(&approval(&id, false)), 10);
+    let story = escalations(&out).pop().expect("escalated");
+    assert_eq!(story.actions[0].outcome, "denied");
+}
+
+// --- learning ---
+
+/// One injected fault healed by the decider, the executor and the service simulated: the
+/// action succeeds after 1 s; only `works` brings the service back (2 s later); anything
+/// else leaves it anomalous until the verification deadline. Returns time to recover.
+fn heal_once(d: &mut Decider, start: u64, works: ActionKind) -> (u64, ActionKind) {
+    let a = firing(Signature::Unresponsive);
+    let mut out = fire(d, &a, start);
+    let mut now = start;
+    let mut first = None;
+    loop {
+        let Some(action) = actions(&out).pop() else {
+            now += 200;
+            assert!(now < start + 600_000, "never recovered");
+            out = d.decide(Input::Tick, now);
+            continue;
+        };
+        first.get_or_insert(action.action);
+        now += 1_000;
+        d.decide(
+            Input::Result(&result_of(&action, ActionOutcome::Succeeded)),
+            now,
+        );
+        if action.action == works {
+            now += 2_000;
+            let out = fire(d, &cleared_on("orders"), now);
+            assert!(audits(&out).contains(&"incident.recovered"));
+            return (now - start, first.expect("acted"));
+        }
+        out = Vec::new();
+    }
+}
+
+#[test]
+fn the_decider_learns_to_skip_a_first_step_that_never_works() {
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 10_000,
+        cooldown_ms: 0,
+        learning: LearningConfig::default(),
+        ..Default::default()
+    });
+    let mut times = Vec::new();
+    let mut firsts = Vec::new();
+    for i in 0..20 {
+        let (took, first) = heal_once(&mut d, i * 1_000_000, ActionKind::Recreate);
+        times.push(took);
+        firsts.push(first);
+    }
+    assert_eq!(
+        firsts[0],
+        ActionKind::Restart,
+        "the playbook order at first"
+    );
+    assert!(
+        times[0] >= 13_000,
+        "restart, 10 s verification, recreate: {times:?}"
+    );
+    let late = &firsts[10..];
+    assert!(
+        late.iter().filter(|&&a| a == ActionKind::Recreate).count() >= 9,
+        "learned to go straight to recreate: {firsts:?}"
+    );
+    eprintln!("first steps: {firsts:?}\ntimes to recover (ms): {times:?}");
+    let early_mean = times[..2].iter().sum::<u64>() / 2;
+    let late_mean = times[10..].iter().sum::<u64>() / 10;
+    assert!(
+        late_mean * 2 < early_mean,
+        "time to recover {early_mean} -> {late_mean} ms"
+    );
+    assert!(d.value(Signature::Unresponsive, ActionKind::Restart) < 0.0);
+    assert!(d.value(Signature::Unresponsive, ActionKind::Recreate) > 0.0);
+}
+
+#[test]
+fn learned_values_are_emitted_for_persistence_and_restored() {
+    let mut d = decider(PolicyConfig {
+        learning: LearningConfig {
+            epsilon: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let a = actions(&fire(&mut d, &firing(Signature::Crashed), 0));
+    let out = d.decide(Input::Result(&result_of(&a[0], ActionOutcome::Failed)), 10);
+    let value = out.iter().find_map(|x| match x.decision {
+        Decision::Value {
+            signature,
+            action,
+            value,
+        } => Some((signature, action, value)),
+        _ => None,
+    });
+    let (signature, action, value) = value.expect("a value to persist");
+    assert_eq!(
+        (signature, action),
+        (Signature::Crashed, ActionKind::Restart)
+    );
+    assert!(value < 0.0);
+
+    let mut restarted = decider(PolicyConfig::default());
+    restarted.restore_value(signature, action, value);
+    let first = actions(&fire(&mut restarted, &firing(Signature::Crashed), 0));
+    assert_eq!(
+        first[0].action,
+        ActionKind::Recreate,
+        "resumes what it learned"
+    );
+}
+
+// --- root cause ---
+
+#[test]
+fn the_deepest_anomalous_dependency_is_acted_on_first() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 1_000,
+        ..config()
+    });
+    // the symptoms arrive first, the culprit last
+    let mut out = fire(
+        &mut d,
+        &firing_on("gateway", Signature::ErrorsUp, &["orders"]),
+        0,
+    );
+    out.extend(fire(
+        &mut d,
+        &firing_on("orders", Signature::ErrorsUp, &["payments"]),
+        100,
+    ));
+    assert!(
+        actions(&out).is_empty(),
+        "symptoms wait for their dependencies"
+    );
+    out = fire(&mut d, &firing_on("payments", Signature::Crashed, &[]), 300);
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].service, svc("payments"));
+    let mut later = Vec::new();
+    for t in (400..=3_000).step_by(200) {
+        later.extend(d.decide(Input::Tick, t));
+    }
+    assert!(actions(&later).is_empty(), "gateway and orders are held");
+    let held = audit_text(&later, "action.blocked");
+    assert!(
+        held.iter()
+            .any(|h| h.contains("gateway depends on payments")),
+        "{held:?}"
+    );
+    assert!(
+        held.iter()
+            .any(|h| h.contains("orders depends on payments")),
+        "{held:?}"
+    );
+
+    // payments recovers; orders stays anomalous past the settle time: now orders, and the
+    // gateway still waits
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        3_100,
+    );
+    let out = fire(&mut d, &cleared_on("payments"), 3_200);
+    assert!(actions(&out).is_empty(), "orders may recover with payments");
+    assert!(actions(&d.decide(Input::Tick, 4_000)).is_empty());
+    let out = d.decide(Input::Tick, 4_200);
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1, "{:?}", audits(&out));
+    assert_eq!(acts[0].service, svc("orders"));
+    // orders recovers and the gateway with it: the gateway is never touched
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        4_300,
+    );
+    let mut out = fire(&mut d, &cleared_on("orders"), 4_400);
+    out.extend(d.decide(Input::Tick, 4_600));
+    out.extend(fire(&mut d, &cleared_on("gateway"), 5_000));
+    assert!(actions(&out).is_empty());
+    assert_eq!(d.open_incidents().count(), 0);
+}

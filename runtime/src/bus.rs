@@ -332,10 +332,18 @@ impl Bus {
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        stream
-            .get_or_create_consumer(spec.durable, config)
-            .await
-            .map_err(|e| provision(e.to_string()))
+        // Create, or update an existing durable to this build's filters and ack wait: a
+        // newer stage that listens to one more subject must not keep an older consumer's.
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => Ok(consumer),
+            Err(e) => {
+                tracing::warn!(consumer = spec.durable, error = %e, "could not update the consumer; using it as it is");
+                stream
+                    .get_or_create_consumer(spec.durable, config)
+                    .await
+                    .map_err(|e| provision(e.to_string()))
+            }
+        }
     }
 
     /// A key-value bucket, created when missing.

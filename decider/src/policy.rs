@@ -60,6 +60,10 @@ pub struct PolicyConfig {
     /// Escalations are also POSTed (JSON) to this URL when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation_webhook: Option<String>,
+    /// A throttle or an open circuit breaker set by an incident is a stopgap: this long after
+    /// the incident recovered it is lifted (rps 0, circuit closed), unless the service is
+    /// anomalous again by then. 0 keeps them until an operator lifts them.
+    pub lift_mitigations_after_ms: u64,
     pub learning: LearningConfig,
 }
 
@@ -85,6 +89,7 @@ impl Default for PolicyConfig {
             max_services_acting: 3,
             root_cause_wait_ms: 2_000,
             escalation_webhook: None,
+            lift_mitigations_after_ms: 60_000,
             learning: LearningConfig::default(),
         }
     }
@@ -182,6 +187,8 @@ struct Open {
     settle_until: u64,
     signals: Vec<String>,
     tried: Vec<ActionTried>,
+    /// Stopgaps sent (throttle, open circuit), to lift after recovery.
+    mitigations: Vec<ActionRequest>,
 }
 
 impl Open {
@@ -210,6 +217,43 @@ pub struct Decider {
     /// What each service calls, as its latest anomaly said.
     depends_on: HashMap<ServiceName, Vec<ServiceName>>,
     chaos_runs: HashMap<ServiceName, String>,
+    /// Stopgaps of recovered incidents waiting to be lifted.
+    lifts: Vec<Lift>,
+}
+
+/// The undoing of a stopgap, due at `due`.
+#[derive(Debug, Clone)]
+struct Lift {
+    due: u64,
+    correlation_id: String,
+    request: ActionRequest,
+}
+
+/// A throttle or an opened circuit breaker: it holds a service up without repairing it.
+fn is_stopgap(request: &ActionRequest) -> bool {
+    let param = |k: &str| request.params.get(k).map(|v| v.trim().to_ascii_lowercase());
+    match request.action {
+        ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
+        ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
+        _ => false,
+    }
+}
+
+/// The request that undoes a stopgap.
+fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
+    let (key, value) = match stopgap.action {
+        ActionKind::Throttle => ("rps", "0"),
+        _ => ("state", "closed"),
+    };
+    ActionRequest {
+        action_id: uuid::Uuid::now_v7().to_string(),
+        params: BTreeMap::from([(key.to_string(), value.to_string())]),
+        reason: format!(
+            "lift the {} of incident {} ({after_ms} ms after it recovered)",
+            stopgap.action, stopgap.incident_id
+        ),
+        ..stopgap.clone()
+    }
 }
 
 impl Decider {
@@ -226,6 +270,7 @@ impl Decider {
             controls: Controls::default(),
             depends_on: HashMap::new(),
             chaos_runs: HashMap::new(),
+            lifts: Vec::new(),
         }
     }
 
@@ -331,6 +376,7 @@ impl Decider {
             },
             signals: Vec::new(),
             tried: Vec::new(),
+            mitigations: Vec::new(),
         };
         remember_signal(&mut open, anomaly);
         note(
@@ -498,6 +544,7 @@ impl Decider {
     }
 
     fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        self.lift_due(now_ms, out);
         let expired: Vec<ServiceName> = self
             .open
             .iter()
@@ -706,6 +753,9 @@ impl Decider {
             requested_ms: now_ms,
         });
         open.incident.state = IncidentState::Acting;
+        if !self.config.dry_run && is_stopgap(&request) {
+            open.mitigations.push(request.clone());
+        }
         if self.config.dry_run {
             let until = now_ms + self.config.verify_deadline_ms;
             open.phase = Phase::Verifying { until };
@@ -932,6 +982,49 @@ impl Decider {
         });
     }
 
+    /// Lifts the stopgaps that are due, unless their service is anomalous again (the new
+    /// incident decides then) or the kill switch or a maintenance window holds actions.
+    fn lift_due(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        let (due, waiting): (Vec<Lift>, Vec<Lift>) =
+            self.lifts.drain(..).partition(|l| l.due <= now_ms);
+        self.lifts = waiting;
+        for lift in due {
+            let service = lift.request.service.clone();
+            let audit = |what: &'static str, why: String, outcome: String| Decided {
+                correlation_id: lift.correlation_id.clone(),
+                decision: Decision::Audit {
+                    service: service.clone(),
+                    what,
+                    why,
+                    outcome,
+                },
+            };
+            if self.open.contains_key(&service) {
+                out.push(audit(
+                    "mitigation.kept",
+                    "the service is anomalous again; its new incident decides".into(),
+                    format!("{} left as it is", lift.request.action),
+                ));
+                continue;
+            }
+            if self.controls.kill_switch || self.controls.in_maintenance(&service, now_ms).is_some()
+            {
+                self.lifts.push(lift);
+                continue;
+            }
+            // (In dry run no stopgap was sent, so none is lifted.)
+            out.push(audit(
+                "mitigation.lifted",
+                lift.request.reason.clone(),
+                format!("{} {:?}", lift.request.action, lift.request.params),
+            ));
+            out.push(Decided {
+                correlation_id: lift.correlation_id.clone(),
+                decision: Decision::Action(lift.request),
+            });
+        }
+    }
+
     fn recover(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
         let Some(mut open) = self.open.remove(service) else {
             return;
@@ -975,6 +1068,16 @@ impl Decider {
         );
         open.incident.state = IncidentState::Closed;
         emit_incident(&open, out);
+        let after = self.config.lift_mitigations_after_ms;
+        if after > 0 {
+            for stopgap in open.mitigations.drain(..) {
+                self.lifts.push(Lift {
+                    due: now_ms + after,
+                    correlation_id: open.correlation_id.clone(),
+                    request: undo(&stopgap, after),
+                });
+            }
+        }
         // the services that call this one may recover with it: give them time to show it
         let settle_until = now_ms + self.config.root_cause_wait_ms;
         let dependents: Vec<ServiceName> = self

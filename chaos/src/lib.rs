@@ -486,6 +486,7 @@ async fn announce_injected(bus: &Bus, injected: &ChaosInjected) -> Result<(), Bu
     Ok(())
 }
 
+/// A request not carried out: dry run (it says what it would have done) or refused.
 async fn announce_dry_run(
     bus: &Bus,
     run_id: &str,
@@ -497,26 +498,17 @@ async fn announce_dry_run(
         what: "chaos_request",
         reason: "dry_run",
     });
-    let rejected = ChaosRejected {
-        run_id: run_id.to_string(),
-        service: request.service.clone(),
-        fault: request.fault,
-        reason: would.clone(),
-    };
-    let correlation = Some(run_id.to_string());
-    let id = bus
-        .publish(correlation.clone(), Event::ChaosRejected(rejected))
-        .await?;
-    bus.audit(
-        correlation,
-        &request.service,
+    let why = format!("chaos request for {} on {}", request.fault, request.service);
+    not_injected(
+        bus,
+        run_id,
+        request,
         "chaos.dry_run",
-        format!("chaos request for {} on {}", request.fault, request.service),
+        would.clone(),
+        why,
         would,
-        Some(id),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 async fn announce_rejected(
@@ -529,25 +521,41 @@ async fn announce_rejected(
         what: "chaos_request",
         reason: &reason,
     });
+    let outcome = "nothing injected".to_string();
+    not_injected(
+        bus,
+        run_id,
+        request,
+        "chaos.rejected",
+        reason.clone(),
+        reason,
+        outcome,
+    )
+    .await
+}
+
+/// Publishes the `ChaosRejected` event and its audit record.
+async fn not_injected(
+    bus: &Bus,
+    run_id: &str,
+    request: &ChaosRequest,
+    what: &'static str,
+    reason: String,
+    why: String,
+    outcome: String,
+) -> Result<(), BusError> {
     let rejected = ChaosRejected {
         run_id: run_id.to_string(),
         service: request.service.clone(),
         fault: request.fault,
-        reason: reason.clone(),
+        reason,
     };
     let correlation = Some(run_id.to_string());
     let id = bus
         .publish(correlation.clone(), Event::ChaosRejected(rejected))
         .await?;
-    bus.audit(
-        correlation,
-        &request.service,
-        "chaos.rejected",
-        reason,
-        "nothing injected".to_string(),
-        Some(id),
-    )
-    .await?;
+    bus.audit(correlation, &request.service, what, why, outcome, Some(id))
+        .await?;
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 //!   whole chain in the audit stream under one correlation id.
 //! - `bad_input.rs`: garbage on every input subject is dead-lettered and counted, and every
 //!   stage keeps working.
+//! - `attack_burst.rs`: chaos attacks a demo container, the detector opens and clears an
+//!   `attack_burst` under the run id.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -288,9 +288,7 @@ pub async fn run(
     // Closing the connection withdraws the consumer's outstanding pull, so the next chaos
     // process gets the next request at once rather than after the ack wait.
     drop(inbox);
-    if let Err(e) = chaos.bus.client().drain().await {
-        tracing::warn!(error = %e, "could not drain the NATS connection");
-    }
+    chaos.bus.close().await;
     tracing::info!("chaos stopped");
     Ok(())
 }

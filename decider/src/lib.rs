@@ -202,6 +202,7 @@ pub async fn run(
             }
         }
     }
+    bus.close().await;
     tracing::info!(
         open_incidents = decider.open_incidents().count(),
         "decider stopped"

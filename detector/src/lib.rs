@@ -124,6 +124,7 @@ pub async fn run(
         };
         handle(&bus, &mut detectors, delivery).await;
     }
+    bus.close().await;
     tracing::info!("detector stopped");
     Ok(())
 }

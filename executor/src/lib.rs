@@ -197,6 +197,7 @@ pub async fn run(
     }
     // Stop consuming; let the actions in progress finish and report.
     while in_flight.join_next().await.is_some() {}
+    executor.bus.close().await;
     tracing::info!("executor stopped");
     Ok(())
 }

@@ -203,6 +203,14 @@ impl Bus {
         &self.client
     }
 
+    /// Flushes what is queued and closes the connection, so that nothing this stage published
+    /// is left in a buffer and its outstanding pulls end with it.
+    pub async fn close(&self) {
+        if let Err(e) = self.client.drain().await {
+            tracing::warn!(error = %e, "could not drain the NATS connection");
+        }
+    }
+
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }

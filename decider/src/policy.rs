@@ -229,6 +229,12 @@ struct Lift {
     request: ActionRequest,
 }
 
+/// The container itself died or was OOM-killed: it is its own culprit whatever its
+/// dependencies do, so the root-cause wait and hold do not apply.
+fn own_fault(signature: Signature) -> bool {
+    matches!(signature, Signature::Crashed | Signature::OomKilled)
+}
+
 /// A throttle or an opened circuit breaker: it holds a service up without repairing it.
 fn is_stopgap(request: &ActionRequest) -> bool {
     let param = |k: &str| request.params.get(k).map(|v| v.trim().to_ascii_lowercase());
@@ -369,7 +375,7 @@ impl Decider {
             phase: Phase::Pending { blocked: None },
             cleared: false,
             approved: None,
-            settle_until: if anomaly.depends_on.is_empty() {
+            settle_until: if anomaly.depends_on.is_empty() || own_fault(anomaly.signature) {
                 0
             } else {
                 now_ms + self.config.root_cause_wait_ms
@@ -819,7 +825,15 @@ impl Decider {
                 format!("{service} is in a maintenance window until {until}"),
             ));
         }
-        if let Some(open) = self.open.get(service).filter(|o| o.settle_until > now_ms) {
+        let own = self
+            .open
+            .get(service)
+            .is_some_and(|o| own_fault(o.incident.signature));
+        if let Some(open) = self
+            .open
+            .get(service)
+            .filter(|o| !own && o.settle_until > now_ms)
+        {
             return Some((
                 "root_cause_wait",
                 format!(
@@ -829,7 +843,7 @@ impl Decider {
                 ),
             ));
         }
-        if let Some(culprit) = self.anomalous_dependency(service) {
+        if let Some(culprit) = self.anomalous_dependency(service).filter(|_| !own) {
             return Some((
                 "root_cause",
                 format!("{service} depends on {culprit}, anomalous too: acting on {culprit} first"),

@@ -802,3 +802,31 @@ fn a_restart_is_not_a_stopgap() {
     fire(&mut d, &cleared_on("orders"), 500);
     assert!(actions(&d.decide(Input::Tick, 10_000)).is_empty());
 }
+
+#[test]
+fn a_crashed_container_is_restarted_at_once_whatever_its_dependencies_do() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 2_000,
+        ..config()
+    });
+    fire(&mut d, &firing_on("payments", Signature::LatencyUp, &[]), 0);
+    let out = fire(
+        &mut d,
+        &firing_on("orders", Signature::Crashed, &["payments"]),
+        10,
+    );
+    let restart = actions(&out)
+        .into_iter()
+        .find(|a| a.service.as_str() == "orders")
+        .expect("orders restarted without the root-cause wait");
+    assert_eq!(restart.action, ActionKind::Restart);
+    // A degraded caller still waits for its dependency.
+    let out = fire(
+        &mut d,
+        &firing_on("gateway", Signature::LatencyUp, &["orders"]),
+        20,
+    );
+    assert!(actions(&out)
+        .iter()
+        .all(|a| a.service.as_str() != "gateway"));
+}

@@ -142,15 +142,7 @@ impl Pipeline {
 
 /// A bus connection as a client (CLI, dashboard) has it; it also provisions the streams.
 pub async fn client_bus(nats_url: &str) -> immune_runtime::Bus {
-    let (_trigger, shutdown) = Shutdown::new();
-    immune_runtime::Bus::connect(
-        &BusConfig {
-            url: nats_url.to_string(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Client),
-        &shutdown,
-    )
-    .await
-    .expect("test client connects to nats-server")
+    immune_runtime::Bus::connect_client(&BusConfig::at(nats_url))
+        .await
+        .expect("test client connects to nats-server")
 }

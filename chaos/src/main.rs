@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use immune_chaos::follow::{self, Follower, RunEnd};
-use immune_nats::{envelope::now_ms, ChaosRequest, FaultKind, ServiceName, Stage};
+use immune_nats::{envelope::now_ms, ChaosRequest, FaultKind, ServiceName};
 use immune_runtime::{config, tracing_init, BusConfig, Shutdown, Telemetry};
 
 #[derive(Parser)]
@@ -112,14 +112,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let experiment = immune_chaos::experiment::Experiment::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let bus_config = BusConfig {
-                url: nats,
-                ..Default::default()
-            };
-            let (_trigger, shutdown) = Shutdown::new();
-            let bus =
-                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
-                    .await?;
+            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
             let run_id = format!("experiment-{}", uuid_like());
             let started = now_ms();
             println!("chaos run {run_id}");
@@ -155,14 +148,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::KillSwitch { nats, state }) => {
-            let bus_config = BusConfig {
-                url: nats,
-                ..Default::default()
-            };
-            let (_trigger, shutdown) = Shutdown::new();
-            let bus =
-                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
-                    .await?;
+            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
             immune_chaos::set_kill_switch(&bus, state == "on").await?;
             println!("chaos kill switch {state}");
             Ok(ExitCode::SUCCESS)
@@ -176,14 +162,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             follow,
             timeout,
         }) => {
-            let bus_config = BusConfig {
-                url: nats,
-                ..Default::default()
-            };
-            let (_trigger, shutdown) = Shutdown::new();
-            let bus =
-                immune_runtime::Bus::connect(&bus_config, Telemetry::new(Stage::Client), &shutdown)
-                    .await?;
+            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
             let mut follower = Follower::subscribe(bus.client()).await?;
             let request = ChaosRequest {
                 run_id: None,

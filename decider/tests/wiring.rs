@@ -17,17 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn client_bus(url: &str) -> Bus {
-    let (_trigger, shutdown) = Shutdown::new();
-    Bus::connect(
-        &BusConfig {
-            url: url.to_string(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Client),
-        &shutdown,
-    )
-    .await
-    .expect("test client connects to nats-server")
+    Bus::connect_client(&BusConfig::at(url))
+        .await
+        .expect("test client connects to nats-server")
 }
 
 fn anomaly(service: &str, state: AnomalyState) -> Anomaly {

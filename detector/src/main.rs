@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use immune_nats::{ServiceName, Stage};
+use immune_nats::ServiceName;
 use immune_runtime::{config, tracing_init, Shutdown, Telemetry};
 
 #[derive(Parser)]
@@ -77,13 +77,7 @@ async fn main() -> anyhow::Result<()> {
             service,
         } => {
             let service = service.map(ServiceName::new).transpose()?;
-            let (_trigger, shutdown) = Shutdown::new();
-            let bus = immune_runtime::Bus::connect(
-                &config.nats,
-                Telemetry::new(Stage::Client),
-                &shutdown,
-            )
-            .await?;
+            let bus = immune_runtime::Bus::connect_client(&config.nats).await?;
             let range = immune_detector::replay::Range {
                 from_seq,
                 to_seq,

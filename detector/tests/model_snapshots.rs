@@ -43,17 +43,9 @@ fn config(url: &str) -> Config {
 }
 
 async fn client(url: &str) -> Bus {
-    let (_trigger, shutdown) = Shutdown::new();
-    Bus::connect(
-        &BusConfig {
-            url: url.to_string(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Collector),
-        &shutdown,
-    )
-    .await
-    .expect("client connects")
+    Bus::connect_client(&BusConfig::at(url))
+        .await
+        .expect("client connects")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

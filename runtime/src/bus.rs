@@ -155,6 +155,12 @@ impl Bus {
         Bus::connect(nats, telemetry, shutdown).await
     }
 
+    /// A connection as a tool has it (CLI, replay, tests): stage `client`, nothing served.
+    pub async fn connect_client(nats: &BusConfig) -> Result<Bus, BusError> {
+        let (_trigger, shutdown) = Shutdown::new();
+        Bus::connect(nats, Telemetry::new(immune_nats::Stage::Client), &shutdown).await
+    }
+
     async fn provision_streams(&self) -> Result<(), BusError> {
         for spec in ALL_STREAMS {
             let config = stream::Config {

@@ -37,6 +37,16 @@ pub struct BusConfig {
     pub publish_attempts: u32,
 }
 
+impl BusConfig {
+    /// Defaults, at `url`.
+    pub fn at(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for BusConfig {
     fn default() -> Self {
         Self {

@@ -123,17 +123,9 @@ pub async fn next_result(
 }
 
 pub async fn client_bus(url: &str) -> Bus {
-    let (_trigger, shutdown) = Shutdown::new();
-    Bus::connect(
-        &BusConfig {
-            url: url.to_string(),
-            ..Default::default()
-        },
-        Telemetry::new(Stage::Client),
-        &shutdown,
-    )
-    .await
-    .expect("test client connects to nats-server")
+    Bus::connect_client(&BusConfig::at(url))
+        .await
+        .expect("test client connects to nats-server")
 }
 
 /// A request for `action` on `demo`, as the decider would send it.

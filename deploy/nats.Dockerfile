@@ -10,4 +10,5 @@ VOLUME /data
 EXPOSE 4222 8222
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/nats-server"]
-CMD ["-c", "/etc/nats/nats-server.conf"]
+# The users' passwords come from the environment (see nats-server.conf).
+CMD ["-c", "/etc/nats/nats-server.conf", "-sd", "/data/jetstream"]

@@ -22,7 +22,7 @@ until curl -fsS --max-time 2 'http://127.0.0.1:8222/healthz?js-enabled-only=true
     [ "$SECONDS" -lt "$deadline" ] || die "nats did not become healthy; see: ${COMPOSE[*]} logs nats"
     sleep 1
 done
-services=(collector detector decider executor chaos gateway orders payments auth loadgen)
+services=(collector detector decider executor chaos console gateway orders payments auth loadgen)
 for svc in "${services[@]}"; do
     while :; do
         id="$("${COMPOSE[@]}" ps -q "$svc" 2>/dev/null || true)"
@@ -44,13 +44,16 @@ done
 sleep "${IMMUNE_DEMO_WARMUP:-10}"
 "${COMPOSE[@]}" ps
 
-log "injecting a crash into orders and following the incident"
-target/release/immune-chaos inject --nats nats://127.0.0.1:4222 --service orders --fault crash --follow
+log "injecting a crash into orders and following the incident (scripts/immune: the CLI, logged in as operator)"
+scripts/immune chaos inject orders crash --for 30s --follow
+scripts/immune status
 
 cat <<MSG
 
+The console:           http://127.0.0.1:8088/ (live services, incidents, audit, chaos buttons)
+Status:                scripts/immune status
+Follow the audit:      scripts/immune audit tail --service orders
+Another fault:         scripts/immune chaos inject payments hang --for 30s --follow
 Watch the decisions:   ${COMPOSE[*]} logs -f decider
-All stage logs:        ${COMPOSE[*]} logs -f collector detector decider executor chaos
-Another fault:         target/release/immune-chaos inject --nats nats://127.0.0.1:4222 --service payments --fault crash --follow
 Stop and clean up:     ${COMPOSE[*]} down -v
 MSG

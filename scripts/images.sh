@@ -17,9 +17,12 @@ case "$PROFILE" in
 esac
 
 STAGES=(collector detector decider executor chaos)
+# Built and shipped in the immune image beside the stages (binary and config alike).
+PROGRAMS=("${STAGES[@]}" console)
 PACKAGES=()
-for s in "${STAGES[@]}"; do PACKAGES+=(-p "immune-$s"); done
+for s in "${PROGRAMS[@]}"; do PACKAGES+=(-p "immune-$s"); done
 PACKAGES+=(-p immune-demo)
+PACKAGES+=(-p immune-cli)   # the operator CLI `immune`, shipped in immune:dev
 
 if [ "${IMMUNE_SKIP_CARGO:-0}" != 1 ]; then
     log "cargo build ${CARGO_FLAGS[*]} ${PACKAGES[*]}"
@@ -44,10 +47,11 @@ stage_file() { # src dst [mode]
     install -m "${3:-0644}" "$1" "$2"
 }
 rm -rf "$CTX"
-for s in "${STAGES[@]}"; do
+for s in "${PROGRAMS[@]}"; do
     stage_file "$BIN_DIR/immune-$s" "$CTX/immune/bin/immune-$s" 0755
     stage_file "$ROOT/$s/$s.toml" "$CTX/immune/config/$s.toml"
 done
+stage_file "$BIN_DIR/immune" "$CTX/immune/bin/immune" 0755
 stage_file "$BIN_DIR/immune-demo-service" "$CTX/demo/immune-demo-service" 0755
 
 NATS_BIN="$(nats_real_binary)" || die "no nats-server binary found; run scripts/setup.sh"

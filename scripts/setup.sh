@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a machine to build and run immune: a running Docker engine, a compose
-# command, nats-server >= 2.10 on PATH, the debian:bookworm-slim base image and
-# curl. Idempotent: a second run only checks and exits.
+# command, nats-server >= 2.10 on PATH, the debian:bookworm-slim base image,
+# curl, and Debian's chromium (the console's browser test drives it headless). Idempotent: a second run only checks and exits.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -60,6 +60,20 @@ fi
 # --- curl --------------------------------------------------------------------
 command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 log "curl: $(command -v curl)"
+
+# --- chromium (headless, for console/tests/browser.rs) ------------------------
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    log "chromium: $(command -v chromium || command -v chromium-browser)"
+else
+    apt_install chromium
+    command -v chromium >/dev/null 2>&1 || die "apt-get installed chromium, yet it is not on PATH"
+    log "chromium: $(command -v chromium)"
+fi
+
+# --- a TTF font for the scorecard's plots (plotters draws text with ab_glyph) ---
+SCORECARD_FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+[ -f "$SCORECARD_FONT" ] || apt_install fonts-dejavu-core
+log "font: $SCORECARD_FONT"
 
 # --- nats-server >= 2.10 -----------------------------------------------------
 nats_ok() { local v; v="$(nats_version)"; [ -n "$v" ] && version_ge "$v" "$NATS_MIN_VERSION"; }

@@ -1,11 +1,17 @@
 //! Bad input on every input subject lands in the dead-letter subject with a reason, is
-//! counted by the stage that received it, and every stage keeps working afterwards.
+//! counted by the stage that received it, and every stage keeps working afterwards: garbage,
+//! an empty message, an event on the wrong subject, and on every input a future schema
+//! version and a message over its kind's size limit that the server still delivers (e.g. a
+//! 0.8 MB snapshot with 50,000 features).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use immune_nats::{decode, encode, samples, AnomalyState, Event, Signature, Stage, SCHEMA_VERSION};
+use immune_nats::{
+    decode, encode, max_bytes, samples, AnomalyState, Envelope, Event, Signature, Stage,
+    MAX_MESSAGE_BYTES, SCHEMA_VERSION,
+};
 use immune_testkit::{unique, within, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 
@@ -32,23 +38,21 @@ async fn garbage_is_dead_lettered_counted_and_survived() {
     let pipeline = Pipeline::start(PipelineConfig::new(&nats.url(), &unique("bad-input")));
 
     let garbage = b"\xc1 this is not msgpack".to_vec();
-    let mut future_version = samples::all()[0].1.clone();
-    future_version.schema_version = SCHEMA_VERSION + 7;
-    let future_version = immune_nats::codec::encode(&future_version).expect("encodes");
     let wrong_subject = encode(&samples::all()[2].1).expect("encodes"); // an anomaly
-                                                                        // (subject, payload, stage that must dead-letter it, reason kind)
-    let cases: Vec<(&str, Vec<u8>, Stage, &str)> = vec![
+    let by_kind = |kind: &str| {
+        samples::all()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, e)| e)
+            .expect("a sample of every kind")
+    };
+    // (subject, payload, stage that must dead-letter it, reason kind)
+    let mut cases: Vec<(&str, Vec<u8>, Stage, &str)> = vec![
         (
             "immune.metrics.orders",
             garbage.clone(),
             Stage::Detector,
             "malformed",
-        ),
-        (
-            "immune.events.orders",
-            future_version,
-            Stage::Detector,
-            "unsupported_version",
         ),
         (
             "immune.anomalies.orders",
@@ -70,6 +74,22 @@ async fn garbage_is_dead_lettered_counted_and_survived() {
         ),
         ("immune.chaos.requests", garbage, Stage::Chaos, "malformed"),
     ];
+    // A future schema version and an oversize message, of the right kind, on every input.
+    for (subject, kind, stage) in [
+        ("immune.metrics.orders", "metric_snapshot", Stage::Detector),
+        ("immune.events.orders", "container_event", Stage::Detector),
+        ("immune.anomalies.orders", "anomaly", Stage::Decider),
+        ("immune.actions.orders", "action_request", Stage::Executor),
+        ("immune.chaos.requests", "chaos_request", Stage::Chaos),
+    ] {
+        cases.push((
+            subject,
+            future_version(by_kind(kind)),
+            stage,
+            "unsupported_version",
+        ));
+        cases.push((subject, oversize(by_kind(kind)), stage, "too_large"));
+    }
     let js = bus.jetstream();
     for (subject, payload, _, _) in &cases {
         js.publish(subject.to_string(), payload.clone().into())
@@ -191,4 +211,42 @@ async fn garbage_is_dead_lettered_counted_and_survived() {
     )
     .await;
     pipeline.stop().await;
+}
+
+/// `envelope` as a producer of a later schema version would write it.
+fn future_version(mut envelope: Envelope) -> Vec<u8> {
+    envelope.schema_version = SCHEMA_VERSION + 7;
+    rmp_serde::to_vec_named(&envelope).expect("encodes")
+}
+
+/// `envelope` blown up past its kind's limit but under the server's max_payload, written as
+/// a producer that does not check would (our encoder refuses it).
+fn oversize(mut envelope: Envelope) -> Vec<u8> {
+    let kind = envelope.body.kind();
+    let filler = |i: usize| format!("padding-{i:06}");
+    match &mut envelope.body {
+        Event::MetricSnapshot(s) => {
+            s.features = (0..50_000).map(|i| (format!("f{i:05}"), 1.0)).collect();
+        }
+        Event::ContainerEvent(e) => e.instance = "x".repeat(max_bytes(kind) + 1),
+        Event::Anomaly(a) => a.reason = "x".repeat(max_bytes(kind) + 1),
+        Event::ActionRequest(r) => {
+            r.params = (0..20_000).map(|i| (filler(i), "1".to_string())).collect();
+        }
+        Event::ChaosRequest(r) => {
+            r.params = (0..20_000).map(|i| (filler(i), "1".to_string())).collect();
+        }
+        other => panic!("no oversize case for {}", other.kind()),
+    }
+    assert!(
+        encode(&envelope).is_err(),
+        "our encoder refuses a {kind} this large"
+    );
+    let bytes = rmp_serde::to_vec_named(&envelope).expect("encodes");
+    assert!(
+        bytes.len() > max_bytes(kind) && bytes.len() < MAX_MESSAGE_BYTES - 4096,
+        "{kind}: {} bytes",
+        bytes.len()
+    );
+    bytes
 }

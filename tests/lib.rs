@@ -7,14 +7,27 @@
 //!   stage keeps working.
 //! - `attack_burst.rs`: chaos attacks a demo container, the detector opens and clears an
 //!   `attack_burst` under the run id.
+//! - `healer_faults.rs`: the stages as real processes ([`StageProcesses`]) survive a NATS
+//!   restart, a SIGKILL of each stage mid-incident, an unreachable Docker engine, and a flood
+//!   of anomalies.
+//! - `nats_permissions.rs`: the shipped NATS config refuses what a stage's user may not do,
+//!   and the whole pipeline heals a crash with each stage logged in as its own user.
+//!
+//! The healing flow both heal tests check ([`heal`]) lives here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use immune_nats::Stage;
+use futures::StreamExt;
+use immune_chaos::follow::{self, Follower, RunEnd};
+use immune_nats::streams::{ConsumerSpec, StreamSpec};
+use immune_nats::{
+    decode, AuditRecord, ChaosRequest, Envelope, Event, FaultKind, ServiceName, Stage,
+};
 use immune_runtime::shutdown::ShutdownTrigger;
-use immune_runtime::{BusConfig, Shutdown, Telemetry};
+use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
+use immune_testkit::{within, DemoContainer, NatsServer, StageProcess};
 use tokio::task::JoinHandle;
 
 /// Configuration of the five stages for one test: one NATS server, one project.
@@ -64,6 +77,30 @@ impl PipelineConfig {
                 ..Default::default()
             },
         }
+    }
+}
+
+impl PipelineConfig {
+    /// Like [`PipelineConfig::new`] on a server started with
+    /// [`NatsServer::start_secured`]: each stage logs in as its own user of the shipped
+    /// config, so the test proves each stage's permissions are enough for its work.
+    pub fn secured(server: &NatsServer, project: &str) -> Self {
+        let mut c = Self::new(&server.url(), project);
+        c.collector.nats = bus_config(server, "collector");
+        c.detector.nats = bus_config(server, "detector");
+        c.decider.nats = bus_config(server, "decider");
+        c.executor.nats = bus_config(server, "executor");
+        c.chaos.nats = bus_config(server, "chaos");
+        c
+    }
+}
+
+/// How `user` of the shipped NATS config reaches `server` (started secured).
+pub fn bus_config(server: &NatsServer, user: &str) -> BusConfig {
+    BusConfig {
+        user: Some(user.to_string()),
+        password: Some(server.password(user)),
+        ..BusConfig::at(server.url())
     }
 }
 
@@ -141,8 +178,298 @@ impl Pipeline {
 }
 
 /// A bus connection as a client (CLI, dashboard) has it; it also provisions the streams.
-pub async fn client_bus(nats_url: &str) -> immune_runtime::Bus {
-    immune_runtime::Bus::connect_client(&BusConfig::at(nats_url))
+pub async fn client_bus(nats_url: &str) -> Bus {
+    connect(&BusConfig::at(nats_url)).await
+}
+
+/// A client connection with `config` (e.g. [`bus_config`] of `operator`).
+pub async fn connect(config: &BusConfig) -> Bus {
+    Bus::connect_client(config)
         .await
         .expect("test client connects to nats-server")
+}
+
+/// The environment that configures a stage binary the way [`PipelineConfig::new`] configures
+/// the in-process stage: NATS at `nats_url`, acting only on `project`, a short cooldown.
+pub fn stage_env(stage: Stage, nats_url: &str, project: &str) -> Vec<(String, String)> {
+    let key = |k: &str| format!("IMMUNE_{}__{k}", stage.as_str().to_uppercase());
+    let mut env = vec![("IMMUNE_NATS_URL".to_string(), nats_url.to_string())];
+    match stage {
+        Stage::Collector | Stage::Executor | Stage::Chaos => {
+            env.push((key("PROJECT"), project.to_string()));
+        }
+        Stage::Decider => {
+            env.push((key("POLICY__COOLDOWN_MS"), "2000".into()));
+            env.push((key("POLICY__VERIFY_DEADLINE_MS"), "20000".into()));
+        }
+        _ => {}
+    }
+    env
+}
+
+/// The five stage binaries as child processes, SIGKILLed on drop.
+#[derive(Debug)]
+pub struct StageProcesses {
+    processes: Vec<(Stage, StageProcess)>,
+}
+
+/// The five stages in pipeline order.
+pub const STAGES: [Stage; 5] = [
+    Stage::Collector,
+    Stage::Detector,
+    Stage::Decider,
+    Stage::Executor,
+    Stage::Chaos,
+];
+
+impl StageProcesses {
+    /// Starts `stages` with [`stage_env`] plus `extra` (`(stage, key, value)`, later wins).
+    pub fn start(
+        stages: &[Stage],
+        nats_url: &str,
+        project: &str,
+        extra: &[(Stage, &str, &str)],
+    ) -> StageProcesses {
+        let processes = stages
+            .iter()
+            .map(|&stage| {
+                let mut env = stage_env(stage, nats_url, project);
+                env.extend(
+                    extra
+                        .iter()
+                        .filter(|(s, _, _)| *s == stage)
+                        .map(|(_, k, v)| (k.to_string(), v.to_string())),
+                );
+                (stage, StageProcess::start(stage.as_str(), &env))
+            })
+            .collect();
+        StageProcesses { processes }
+    }
+
+    pub fn get_mut(&mut self, stage: Stage) -> &mut StageProcess {
+        self.processes
+            .iter_mut()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("{stage} was not started"))
+    }
+
+    /// Panics naming every stage process that exited on its own, with its log.
+    pub fn assert_all_running(&mut self) {
+        let mut dead = Vec::new();
+        for (stage, process) in &mut self.processes {
+            if !process.running() {
+                dead.push(format!("{stage} exited:\n{}", process.log_tail(40)));
+            }
+        }
+        assert!(dead.is_empty(), "{}", dead.join("\n"));
+    }
+
+    /// The last lines of each stage's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.processes
+            .iter()
+            .map(|(_, p)| p.log_tail(lines))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Every message of `stream` on `filter` stored now, with its stream sequence, in order.
+/// `Err` while the server cannot be asked (a test polling across a NATS restart retries).
+pub async fn stored(
+    bus: &immune_runtime::Bus,
+    stream: StreamSpec,
+    filter: &str,
+) -> Result<Vec<(u64, Envelope)>, String> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use futures::StreamExt;
+    let stream = bus
+        .jetstream()
+        .get_stream(stream.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    loop {
+        let pending = consumer
+            .clone()
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .num_pending;
+        if pending == 0 {
+            return Ok(out);
+        }
+        let mut batch = consumer
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut got = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| e.to_string())?;
+            got += 1;
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if let Ok(env) = decode(&m.payload) {
+                out.push((seq, env));
+            }
+        }
+        if got == 0 {
+            return Err(format!("{pending} messages pending, none fetched"));
+        }
+    }
+}
+
+/// Unacknowledged work of a durable consumer: (messages not yet delivered, delivered but
+/// not acknowledged). Both 0: every message it should see was processed and acknowledged.
+pub async fn backlog(
+    bus: &immune_runtime::Bus,
+    spec: ConsumerSpec,
+) -> Result<(u64, usize), String> {
+    let stream = bus
+        .jetstream()
+        .get_stream(spec.stream.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = stream
+        .consumer_info(spec.durable)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((info.num_pending, info.num_ack_pending))
+}
+/// The audit chain every healed fault must leave, in order of what must have happened.
+pub const HEAL_CHAIN: [(Stage, &str); 5] = [
+    (Stage::Chaos, "chaos.injected"),
+    (Stage::Detector, "anomaly.firing"),
+    (Stage::Decider, "action.requested"),
+    (Stage::Executor, "action.succeeded"),
+    (Stage::Decider, "incident.recovered"),
+];
+
+/// Waits until the collector has found `demo` (service `orders`) and seen it healthy.
+pub async fn await_healthy_snapshot(bus: &Bus, demo: &DemoContainer) {
+    let mut metrics = bus
+        .client()
+        .subscribe(format!("immune.metrics.{}", demo.spec.service))
+        .await
+        .expect("subscribe");
+    within(
+        Duration::from_secs(30),
+        "a healthy snapshot of the demo service from the collector",
+        async {
+            while let Some(m) = metrics.next().await {
+                if let Ok(env) = decode(&m.payload) {
+                    if let Event::MetricSnapshot(s) = env.body {
+                        if s.instance == demo.name && s.health.is_some_and(|h| h.ok) {
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// How long one healed fault took, from the audit records' timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct Healed {
+    pub detect_ms: u64,
+    pub heal_ms: u64,
+    pub wall: Duration,
+}
+
+/// Injects `fault` into `demo` through the chaos subject (as `bus`'s user) and checks that
+/// immune heals it: the run recovers, the container was restarted exactly once and answers
+/// again, and the audit holds [`HEAL_CHAIN`] in order under the run's correlation id.
+pub async fn heal(bus: &Bus, demo: &DemoContainer, fault: FaultKind) -> Healed {
+    let started_before = demo.started_at().await;
+    let mut follower = Follower::subscribe(bus.client())
+        .await
+        .expect("subscribe audit");
+    let injected_at = Instant::now();
+    let request = ChaosRequest {
+        run_id: None,
+        service: ServiceName::new(demo.spec.service.as_str()).expect("name"),
+        fault,
+        duration_ms: 120_000,
+        params: BTreeMap::new(),
+    };
+    let run_id = follow::request(bus, request)
+        .await
+        .expect("chaos request published");
+    let mut records: Vec<(u64, AuditRecord)> = Vec::new();
+    let end = follower
+        .until_end(&run_id, Duration::from_secs(60), |env, record| {
+            records.push((env.timestamp_ms, record.clone()));
+        })
+        .await;
+    let trail: Vec<String> = records
+        .iter()
+        .map(|(_, r)| format!("{} {}: {}", r.stage, r.what, r.outcome))
+        .collect();
+    assert_eq!(
+        end,
+        RunEnd::Recovered,
+        "{fault}: run did not recover; audit trail so far: {trail:#?}"
+    );
+    let wall = injected_at.elapsed();
+
+    // The container really was restarted and really answers again.
+    assert_ne!(
+        demo.started_at().await,
+        started_before,
+        "{fault}: container was not restarted"
+    );
+    assert!(
+        demo.healthy().await,
+        "{fault}: recovered, yet /health does not answer"
+    );
+
+    // The whole chain, in order, under one correlation id (the follower only kept this run's).
+    let mut position = 0;
+    for (stage, what) in HEAL_CHAIN {
+        let found = records[position..]
+            .iter()
+            .position(|(_, r)| r.stage == stage && r.what == what);
+        let Some(offset) = found else {
+            panic!(
+                "{fault}: audit chain lacks {stage} {what} after position {position}: {trail:#?}"
+            );
+        };
+        position += offset;
+    }
+    let restarts = records
+        .iter()
+        .filter(|(_, r)| r.what == "action.requested")
+        .count();
+    assert_eq!(
+        restarts, 1,
+        "{fault}: exactly one restart expected: {trail:#?}"
+    );
+
+    let stamp = |what: &str| {
+        records
+            .iter()
+            .find(|(_, r)| r.what == what)
+            .map(|(t, _)| *t)
+            .expect("stamped")
+    };
+    Healed {
+        detect_ms: stamp("anomaly.firing") - stamp("chaos.injected"),
+        heal_ms: stamp("incident.recovered") - stamp("chaos.injected"),
+        wall,
+    }
 }

@@ -17,6 +17,11 @@ use immune_nats::{
 use immune_runtime::{Bus, BusError};
 use serde::{Deserialize, Serialize};
 
+use crate::follow::Answer;
+
+/// How long a step waits for the chaos stage to answer its request.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Experiment {
@@ -266,7 +271,12 @@ pub async fn run(
     let mut snapshots = Snapshots {
         subscriber: subscribe(subject::metrics_of(&service)).await?,
     };
-    let mut answers = subscribe(subject::CHAOS_ALL.to_string()).await?;
+    let mut answers = crate::follow::Answers::subscribe(bus.client())
+        .await
+        .map_err(|e| BusError::Provision {
+            what: "subscription".into(),
+            reason: e.to_string(),
+        })?;
     let steady = &experiment.steady_state;
 
     say(&format!(
@@ -292,17 +302,27 @@ pub async fn run(
         };
         bus.publish(Some(run_id.to_string()), Event::ChaosRequest(request))
             .await?;
-        match injected(&mut answers, run_id).await {
-            Ok(()) => say(&format!(
+        match answers.of(run_id, ANSWER_WITHIN).await {
+            Answer::Injected(_) => say(&format!(
                 "step {}: {} injected into {target} for {} ms",
                 i + 1,
                 step.fault,
                 step.duration_ms
             )),
-            Err(reason) => {
+            Answer::Rejected(e) => {
                 verdict = Some(Verdict::Aborted {
                     step: i + 1,
-                    reason,
+                    reason: format!("refused by chaos: {}", e.reason),
+                });
+                break 'method;
+            }
+            Answer::Silent => {
+                verdict = Some(Verdict::Aborted {
+                    step: i + 1,
+                    reason: format!(
+                        "no answer from the chaos stage within {} s",
+                        ANSWER_WITHIN.as_secs()
+                    ),
                 });
                 break 'method;
             }
@@ -352,27 +372,6 @@ pub async fn run(
             Verdict::Deviated(why)
         }
     })
-}
-
-/// Waits for the chaos stage's answer to this run's latest request.
-async fn injected(answers: &mut async_nats::Subscriber, run_id: &str) -> Result<(), String> {
-    let answer = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(message) = answers.next().await {
-            let Ok(envelope) = decode(&message.payload) else {
-                continue;
-            };
-            match envelope.body {
-                Event::ChaosInjected(e) if e.run_id == run_id => return Ok(()),
-                Event::ChaosRejected(e) if e.run_id == run_id => {
-                    return Err(format!("refused by chaos: {}", e.reason))
-                }
-                _ => {}
-            }
-        }
-        Err("the connection closed".to_string())
-    })
-    .await;
-    answer.unwrap_or_else(|_| Err("no answer from the chaos stage within 15 s".into()))
 }
 
 async fn call(rollback: &Rollback) -> String {

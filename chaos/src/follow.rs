@@ -1,11 +1,14 @@
-//! The client side of chaos: publish a request, then follow its run through the audit
-//! stream until the incident it caused is recovered or escalated. Used by
-//! `immune-chaos inject --follow` and by tests.
+//! The client side of chaos: publish a request, wait for the chaos stage's answer (injected
+//! or rejected), then follow its run through the audit stream until the incident it caused is
+//! recovered or escalated. Used by `immune-chaos inject`, `immune chaos inject`, experiments
+//! and tests.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use immune_nats::{decode, subject, AuditRecord, ChaosRequest, Envelope, Event};
+use immune_nats::{
+    decode, subject, AuditRecord, ChaosInjected, ChaosRejected, ChaosRequest, Envelope, Event,
+};
 use immune_runtime::{Bus, BusError};
 
 /// How a followed run ended.
@@ -66,6 +69,51 @@ impl Follower {
     }
 }
 
+/// What the chaos stage answered to one run's request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Injected(ChaosInjected),
+    /// Refused by a guardrail, or recorded only (dry run); the reason says which.
+    Rejected(ChaosRejected),
+    /// No answer within the limit (is the chaos stage running?), or the connection closed.
+    Silent,
+}
+
+/// A subscription to the chaos stage's answers, opened before the request is published.
+#[derive(Debug)]
+pub struct Answers {
+    subscriber: async_nats::Subscriber,
+}
+
+impl Answers {
+    pub async fn subscribe(
+        client: &async_nats::Client,
+    ) -> Result<Answers, async_nats::SubscribeError> {
+        Ok(Answers {
+            subscriber: client.subscribe(subject::CHAOS_ALL).await?,
+        })
+    }
+
+    /// The chaos stage's answer to the latest request of `run_id`, within `limit`.
+    pub async fn of(&mut self, run_id: &str, limit: Duration) -> Answer {
+        let answer = tokio::time::timeout(limit, async {
+            while let Some(message) = self.subscriber.next().await {
+                let Ok(envelope) = decode(&message.payload) else {
+                    continue;
+                };
+                match envelope.body {
+                    Event::ChaosInjected(e) if e.run_id == run_id => return Answer::Injected(e),
+                    Event::ChaosRejected(e) if e.run_id == run_id => return Answer::Rejected(e),
+                    _ => {}
+                }
+            }
+            Answer::Silent
+        })
+        .await;
+        answer.unwrap_or(Answer::Silent)
+    }
+}
+
 /// Publishes a chaos request; returns the run id that follows it through the pipeline.
 pub async fn request(bus: &Bus, mut request: ChaosRequest) -> Result<String, BusError> {
     let run_id = request
@@ -77,7 +125,7 @@ pub async fn request(bus: &Bus, mut request: ChaosRequest) -> Result<String, Bus
     Ok(run_id)
 }
 
-/// A duration written as `500ms`, `30s`, `2m` or a plain number of seconds.
+/// A duration written as `500ms`, `30s`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
@@ -86,13 +134,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or((text, "s"));
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 500ms, 2m"))?;
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 500ms, 2m, 1h"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!(
-            "invalid duration {text:?}: unit must be ms, s or m"
+            "invalid duration {text:?}: unit must be ms, s, m or h"
         )),
     }
 }
@@ -107,7 +156,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5d").is_err());
         assert!(parse_duration("abc").is_err());
     }
 }

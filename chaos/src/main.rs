@@ -3,6 +3,8 @@
 //! `immune-chaos run EXPERIMENT.toml` runs an experiment (see `chaos/experiments/`);
 //! `immune-chaos attack --url URL` sends the attack catalogue at a URL and reports;
 //! `immune-chaos kill-switch on|off` engages or releases the global kill switch.
+//! The client subcommands take `--nats URL`, `--nats-user`, `--nats-password` (or
+//! `IMMUNE_NATS_URL`, `IMMUNE_NATS_USER`, `IMMUNE_NATS_PASSWORD`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,8 +33,8 @@ struct Args {
 enum Command {
     /// Ask the chaos stage for a fault (over NATS, like any client).
     Inject {
-        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats: String,
+        #[command(flatten)]
+        nats: NatsArgs,
         /// The service (`immune.service` label) to break.
         #[arg(long)]
         service: String,
@@ -55,8 +57,8 @@ enum Command {
     },
     /// Run an experiment file: steady state before, the method, rollbacks, steady state after.
     Run {
-        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats: String,
+        #[command(flatten)]
+        nats: NatsArgs,
         file: PathBuf,
     },
     /// Send the attack catalogue (SQL injection, XSS, path traversal, command injection,
@@ -72,11 +74,37 @@ enum Command {
     /// Engage (`on`) or release (`off`) the global kill switch: while on, chaos refuses every
     /// request.
     KillSwitch {
-        #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats: String,
+        #[command(flatten)]
+        nats: NatsArgs,
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+}
+
+/// How a subcommand reaches NATS (as the `operator` user when the server requires a login).
+#[derive(clap::Args)]
+struct NatsArgs {
+    #[arg(long, env = "IMMUNE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// NATS user (the shipped server config has `operator` for the command line).
+    #[arg(long, env = "IMMUNE_NATS_USER")]
+    nats_user: Option<String>,
+    #[arg(long, env = "IMMUNE_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// A NATS credentials file, instead of user and password.
+    #[arg(long, env = "IMMUNE_NATS_CREDENTIALS")]
+    nats_credentials: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn bus_config(self) -> BusConfig {
+        BusConfig {
+            user: self.nats_user,
+            password: self.nats_password,
+            credentials: self.nats_credentials,
+            ..BusConfig::at(self.nats)
+        }
+    }
 }
 
 /// A run id unique enough for a person to follow: the time in milliseconds, in hex.
@@ -112,7 +140,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let experiment = immune_chaos::experiment::Experiment::parse(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
+            let bus = immune_runtime::Bus::connect_client(&nats.bus_config()).await?;
             let run_id = format!("experiment-{}", uuid_like());
             let started = now_ms();
             println!("chaos run {run_id}");
@@ -148,7 +176,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::KillSwitch { nats, state }) => {
-            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
+            let bus = immune_runtime::Bus::connect_client(&nats.bus_config()).await?;
             immune_chaos::set_kill_switch(&bus, state == "on").await?;
             println!("chaos kill switch {state}");
             Ok(ExitCode::SUCCESS)
@@ -162,7 +190,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             follow,
             timeout,
         }) => {
-            let bus = immune_runtime::Bus::connect_client(&BusConfig::at(nats)).await?;
+            let bus = immune_runtime::Bus::connect_client(&nats.bus_config()).await?;
             let mut follower = Follower::subscribe(bus.client()).await?;
             let request = ChaosRequest {
                 run_id: None,

@@ -6,18 +6,24 @@
 //! on `immune.escalations.<service>` (and the optional webhook), an audit record for every
 //! decision, and learned values into the `immune_decider_values` bucket. The kill switch and
 //! maintenance windows are read from the `immune_decider_control` bucket, at start-up and
-//! whenever they change. A delivery is acknowledged only after its decisions are published.
+//! whenever they change. Open incidents and the state around them are kept in the
+//! `immune_decider_state` bucket (see [`policy`]'s memory), written before the decisions
+//! are published, so a restarted decider finishes what its predecessor started: it
+//! requests every action that was in flight again under the same action id, which the
+//! executor answers from its ledger if it already acted. A delivery is acknowledged only
+//! after its decisions are remembered and published.
 
 pub mod learning;
 pub mod playbook;
 pub mod policy;
 pub mod safety;
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{Operation, Store};
 use futures::StreamExt;
-use immune_nats::streams::{DECIDER, DECIDER_CONTROL, DECIDER_VALUES};
+use immune_nats::streams::{DECIDER, DECIDER_CONTROL, DECIDER_STATE, DECIDER_VALUES};
 use immune_nats::{envelope::now_ms, Escalation, Event, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
@@ -127,6 +133,11 @@ pub async fn run(
     let values = bus.bucket(DECIDER_VALUES).await?;
     let mut decider = Decider::new(config.policy.clone(), playbook);
     restore_values(&values, &mut decider, &telemetry).await?;
+    let mut memory = Memory {
+        store: bus.bucket(DECIDER_STATE).await?,
+        saved: HashMap::new(),
+    };
+    memory.restore(&mut decider, &telemetry).await?;
     // the last value of every control key first, then each change as it happens
     let mut control_changes =
         controls
@@ -149,6 +160,15 @@ pub async fn run(
         values: &values,
         webhook: webhook.as_ref(),
     };
+    let resumed = decider.resume(now_ms());
+    if !resumed.is_empty() {
+        tracing::info!(
+            open_incidents = decider.open_incidents().count(),
+            "open incidents resumed"
+        );
+    }
+    memory.save(&decider, &telemetry).await;
+    out.publish_all(resumed).await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tracing::info!(dry_run = config.policy.dry_run, "decider running");
@@ -157,6 +177,7 @@ pub async fn run(
             _ = shutdown.wait() => break,
             _ = tick.tick() => {
                 let decided = decider.decide(Input::Tick, now_ms());
+                memory.save(&decider, &telemetry).await;
                 out.publish_all(decided).await;
             }
             change = control_changes.next() => {
@@ -166,6 +187,7 @@ pub async fn run(
                         let text = String::from_utf8_lossy(&entry.value).into_owned();
                         let value = (!deleted).then_some(text.as_str());
                         let decided = decider.decide(Input::Control { key: &entry.key, value }, now_ms());
+                        memory.save(&decider, &telemetry).await;
                         out.publish_all(decided).await;
                     }
                     Some(Err(e)) => telemetry.observe(Observation::Failed { what: "control_watch", error: &e.to_string() }),
@@ -194,7 +216,8 @@ pub async fn run(
                 let started = std::time::Instant::now();
                 let decided = input.map(|i| decider.decide(i, now_ms())).unwrap_or_default();
                 telemetry.time("decide", started.elapsed());
-                if out.publish_all(decided).await {
+                let remembered = memory.save(&decider, &telemetry).await;
+                if out.publish_all(decided).await && remembered {
                     if let Err(e) = delivery.ack().await {
                         telemetry.observe(Observation::Failed { what: "ack", error: &e.to_string() });
                     }
@@ -246,6 +269,109 @@ async fn restore_values(
     }
     tracing::info!(restored, "learned values restored");
     Ok(())
+}
+
+/// The decider's memory in its bucket, and what was last written there: only entries that
+/// changed are rewritten.
+struct Memory {
+    store: Store,
+    saved: HashMap<String, Vec<u8>>,
+}
+
+impl Memory {
+    fn bucket_error(e: impl ToString) -> DeciderError {
+        DeciderError::Bucket {
+            bucket: DECIDER_STATE.name,
+            reason: e.to_string(),
+        }
+    }
+
+    /// Loads what an earlier decider left; an unreadable entry is counted and skipped.
+    async fn restore(
+        &mut self,
+        decider: &mut Decider,
+        telemetry: &Telemetry,
+    ) -> Result<(), DeciderError> {
+        let mut keys = self.store.keys().await.map_err(Self::bucket_error)?;
+        let mut entries = BTreeMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(Self::bucket_error)?;
+            if let Some(bytes) = self
+                .store
+                .get(key.as_str())
+                .await
+                .map_err(Self::bucket_error)?
+            {
+                entries.insert(key, bytes.to_vec());
+            }
+        }
+        // the shared state first: an incident's step checks cooldowns and busy containers
+        let shared = entries.remove_entry(policy::SHARED_KEY);
+        for (key, bytes) in shared.into_iter().chain(entries) {
+            match decider.remember(&key, &bytes) {
+                Ok(()) => {
+                    self.saved.insert(key, bytes);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "decider memory entry skipped");
+                    telemetry.observe(Observation::Refused {
+                        what: "decider_memory",
+                        reason: "unreadable entry",
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            open_incidents = decider.open_incidents().count(),
+            "decider memory restored"
+        );
+        Ok(())
+    }
+
+    /// Writes what changed since the last save; `false` when something could not be
+    /// written (it is tried again on the next save).
+    async fn save(&mut self, decider: &Decider, telemetry: &Telemetry) -> bool {
+        let now = decider.memory();
+        let mut complete = true;
+        for (key, bytes) in &now {
+            if self.saved.get(key) == Some(bytes) {
+                continue;
+            }
+            match self.store.put(key.as_str(), bytes.clone().into()).await {
+                Ok(_) => {
+                    self.saved.insert(key.clone(), bytes.clone());
+                }
+                Err(e) => {
+                    complete = false;
+                    telemetry.observe(Observation::Failed {
+                        what: "persist_memory",
+                        error: &e.to_string(),
+                    });
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .saved
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            match self.store.delete(key.as_str()).await {
+                Ok(()) => {
+                    self.saved.remove(&key);
+                }
+                Err(e) => {
+                    complete = false;
+                    telemetry.observe(Observation::Failed {
+                        what: "persist_memory",
+                        error: &e.to_string(),
+                    });
+                }
+            }
+        }
+        complete
+    }
 }
 
 /// Where decisions go.

@@ -157,10 +157,14 @@ pub struct Decided {
 }
 
 /// Where an incident is in its walk through the playbook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
-    /// Wants to issue its next step; `blocked` names the rule that held it last.
-    Pending { blocked: Option<&'static str> },
+    /// Wants to issue its next step; `blocked` names the rule that held it last (not kept
+    /// across a restart: the new decider audits the block once more).
+    Pending {
+        #[serde(skip)]
+        blocked: Option<&'static str>,
+    },
     /// Waits for an operator's approval of `request` until `until`.
     Held { request: ActionRequest, until: u64 },
     /// The executor is carrying out `request`; no answer by `until` counts as a failure.
@@ -169,7 +173,7 @@ enum Phase {
     Verifying { until: u64 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Open {
     incident: Incident,
     correlation_id: String,
@@ -222,7 +226,7 @@ pub struct Decider {
 }
 
 /// The undoing of a stopgap, due at `due`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lift {
     due: u64,
     correlation_id: String,
@@ -1191,6 +1195,9 @@ fn emit_audit(
         },
     });
 }
+
+mod memory;
+pub use memory::{MemoryError, OPEN_PREFIX, SHARED_KEY};
 
 #[cfg(test)]
 mod tests;

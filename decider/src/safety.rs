@@ -34,6 +34,17 @@ impl TokenBucket {
         }
     }
 
+    /// Tokens left and when they were counted: what a restarted decider carries over.
+    pub fn level(&self) -> (f64, u64) {
+        (self.tokens, self.last_ms)
+    }
+
+    /// Carries over a level read by [`TokenBucket::level`], within this budget's burst.
+    pub fn set_level(&mut self, tokens: f64, last_ms: u64) {
+        self.tokens = tokens.clamp(0.0, f64::from(self.budget.burst));
+        self.last_ms = last_ms;
+    }
+
     fn refill(&mut self, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
         self.tokens = (self.tokens + elapsed * self.budget.per_minute / 60_000.0)

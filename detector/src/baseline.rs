@@ -200,13 +200,38 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
 /// deviation when most values are equal (MAD 0), and never goes below 1% of the level, so a
 /// feature that is flat in the baseline (error ratio 0) does not turn every wiggle into an
 /// anomaly, yet a real move still stands out.
-fn robust_stats(column: &mut [f64]) -> (f64, f64) {
+fn robust_stats(column: &mut [f64], name: &str) -> (f64, f64) {
     let median = median_of(column);
     let mean_abs = column.iter().map(|v| (v - median).abs()).sum::<f64>() / column.len() as f64;
     let mut dev: Vec<f64> = column.iter().map(|v| (v - median).abs()).collect();
     let mad = median_of(&mut dev);
-    let floor = 0.01 * (1.0 + median.abs());
+    let floor = (0.01 * (1.0 + median.abs())).max(operational_floor(name, median));
     (median, (1.4826 * mad).max(1.2533 * mean_abs).max(floor))
+}
+
+/// The smallest move of a collector feature that matters to an operator, as a scale: a
+/// flat baseline must not turn an irrelevant change into many robust deviations (a
+/// restarted process holding 1 MB more memory, a millisecond of probe jitter on a busy
+/// host), while a fault still stands out by far (a leak of MiB a second, a core burned, an
+/// error ratio of 0.5, hundreds of milliseconds of latency). Other columns (the datasets'
+/// `value`) keep the relative floor alone.
+fn operational_floor(column: &str, median: f64) -> f64 {
+    use immune_nats::feature;
+    let base = column.split('@').next().unwrap_or(column);
+    let level = median.abs();
+    match base {
+        feature::MEMORY_BYTES => (4.0 * 1024.0 * 1024.0_f64).max(0.05 * level),
+        feature::CPU_CORES => 0.02,
+        feature::LATENCY_P50_MS
+        | feature::LATENCY_P95_MS
+        | feature::LATENCY_P99_MS
+        | feature::PROBE_LATENCY_MS => 1.0_f64.max(0.05 * level),
+        feature::ERROR_RATIO | feature::MEMORY_RATIO => 0.01,
+        feature::REQUEST_RATE | feature::REJECTED_RATE | feature::IN_FLIGHT => {
+            0.5_f64.max(0.05 * level)
+        }
+        _ => 0.0,
+    }
 }
 
 /// linfa-reduction's PCA with `most` components, then fewer when the baseline has a lower
@@ -257,7 +282,7 @@ impl Model {
             if column.is_empty() {
                 column.push(0.0);
             }
-            let (m, s) = robust_stats(&mut column);
+            let (m, s) = robust_stats(&mut column, &columns[j]);
             median.push(m);
             scale.push(s);
         }
@@ -324,8 +349,11 @@ impl Model {
         let mut scratch = Scratch::default();
         let raw: Vec<Score> = rows.iter().map(|r| self.score(r, &mut scratch)).collect();
         let n = raw.len().max(1) as f64;
-        self.spe_unit = (raw.iter().map(|s| s.spe).sum::<f64>() / n).max(1e-6);
-        self.t2_unit = (raw.iter().map(|s| s.t2).sum::<f64>() / n).max(1e-6);
+        // At least one robust deviation squared: a baseline the subspace explains almost
+        // exactly (flat, or one metric driving the others) would otherwise turn a residual
+        // of a fraction of a deviation into a huge score.
+        self.spe_unit = (raw.iter().map(|s| s.spe).sum::<f64>() / n).max(1.0);
+        self.t2_unit = (raw.iter().map(|s| s.t2).sum::<f64>() / n).max(1.0);
         let mut scores: Vec<f64> = rows
             .iter()
             .map(|r| self.score(r, &mut scratch).score)
@@ -821,6 +849,31 @@ mod tests {
         let mut slow = normal(&mut noise);
         slow[3] *= 10.0;
         assert!(model.score(&slow, &mut scratch).score > 10.0 * model.threshold);
+    }
+
+    /// A process restarted by a repair holds a little more memory than before: an
+    /// operator does not care, a leak of hundreds of MiB they do.
+    #[test]
+    fn a_flat_memory_baseline_ignores_a_megabyte_and_catches_a_leak() {
+        let mut noise = Noise(11);
+        let columns = vec![
+            feature::REQUEST_RATE.to_string(),
+            feature::MEMORY_BYTES.to_string(),
+        ];
+        let rows: Vec<Vec<f64>> = (0..600)
+            .map(|_| vec![20.0 + 2.0 * noise.next(), 905_216.0])
+            .collect();
+        let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+        let model = Model::fit(columns, &refs, &LearnedConfig::default()).expect("fits");
+        let mut scratch = Scratch::default();
+        let restarted = model.score(&[20.0, 1_740_800.0], &mut scratch).score;
+        assert!(
+            restarted < model.threshold,
+            "{restarted} over {}",
+            model.threshold
+        );
+        let leaking = model.score(&[20.0, 300e6], &mut scratch).score;
+        assert!(leaking > 10.0 * model.threshold, "{leaking}");
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! (lag window, hysteresis, episode) per instance, so replicas share what normal looks like
 //! and each one opens its own episode.
 //!
+//! A service's columns are every feature its first [`COLUMN_DISCOVERY_SNAPSHOTS`] snapshots
+//! carried: rates, ratios, latency quantiles and CPU need two scrapes, so the very first
+//! snapshot of a container holds only what one reading gives (memory, in-flight, probe).
+//!
 //! Pure, like the rules: fed snapshots, returns anomalies to publish and models to store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use immune_nats::{Anomaly, AnomalyState, ContainerState, MetricSnapshot, ServiceName};
 
@@ -13,6 +17,9 @@ use crate::rules::Finding;
 
 /// The name learned anomalies carry in `Anomaly::detector`.
 pub const DETECTOR: &str = "pca";
+
+/// Snapshots of a new service whose feature names together make its model's columns.
+pub const COLUMN_DISCOVERY_SNAPSHOTS: u32 = 5;
 
 /// What one snapshot led to.
 #[derive(Debug, Default)]
@@ -34,6 +41,8 @@ struct Instance {
 pub struct LearnedDetector {
     config: LearnedConfig,
     learners: HashMap<ServiceName, Learner>,
+    /// Services still gathering their columns: the names seen, and in how many snapshots.
+    discovering: HashMap<ServiceName, (BTreeSet<String>, u32)>,
     instances: HashMap<(ServiceName, String), Instance>,
     window: Vec<f64>,
 }
@@ -43,6 +52,7 @@ impl LearnedDetector {
         Self {
             config,
             learners: HashMap::new(),
+            discovering: HashMap::new(),
             instances: HashMap::new(),
             window: Vec::new(),
         }
@@ -79,21 +89,35 @@ impl LearnedDetector {
             return outcome;
         }
         let config = &self.config;
-        let learner = self
-            .learners
-            .entry(snapshot.service.clone())
-            .or_insert_with(|| {
-                let base: Vec<String> = snapshot
+        if !self.learners.contains_key(&snapshot.service) {
+            let (names, seen) = self
+                .discovering
+                .entry(snapshot.service.clone())
+                .or_default();
+            names.extend(
+                snapshot
                     .features
                     .keys()
                     .filter(|k| !config.ignore_features.contains(k))
-                    .cloned()
-                    .collect();
+                    .cloned(),
+            );
+            *seen += 1;
+            if *seen < COLUMN_DISCOVERY_SNAPSHOTS {
+                return outcome;
+            }
+            let base: Vec<String> = names.iter().cloned().collect();
+            self.discovering.remove(&snapshot.service);
+            self.learners.insert(
+                snapshot.service.clone(),
                 Learner::new(
                     crate::baseline::Lags::new(config.lags).columns(&base),
                     config.clone(),
-                )
-            });
+                ),
+            );
+        }
+        let Some(learner) = self.learners.get_mut(&snapshot.service) else {
+            return outcome;
+        };
         let base_len = learner.columns().len() / config.lags.max(1);
         self.window.clear();
         self.window.extend(
@@ -198,6 +222,9 @@ mod tests {
     use super::*;
     use immune_nats::{feature, samples, Signature};
 
+    /// Snapshots a new service spends gathering its columns before its baseline starts.
+    const SKIPPED: u64 = COLUMN_DISCOVERY_SNAPSHOTS as u64 - 1;
+
     fn snapshot(at: u64, p99: f64, rate: f64) -> MetricSnapshot {
         let mut s = samples::metric_snapshot();
         s.observed_ms = at;
@@ -222,7 +249,7 @@ mod tests {
         };
         let mut detector = LearnedDetector::new(config);
         let mut fitted = None;
-        for at in 0..60 {
+        for at in 0..60 + SKIPPED {
             let out = detector.on_snapshot(&snapshot(at, 20.0, 50.0), None);
             assert!(out.finding.is_none());
             fitted = fitted.or(out.fitted);
@@ -230,7 +257,7 @@ mod tests {
         let model = fitted.expect("a model after the baseline");
         assert!(!model.columns.contains(&feature::HEALTH_OK.to_string()));
         let mut fired = None;
-        for at in 60..70 {
+        for at in 60 + SKIPPED..70 + SKIPPED {
             if let Some(f) = detector
                 .on_snapshot(&snapshot(at, 400.0, 50.0), Some("run-1"))
                 .finding
@@ -240,7 +267,7 @@ mod tests {
             }
         }
         let (at, finding) = fired.expect("fires");
-        assert_eq!(at, 62, "k = 3 windows");
+        assert_eq!(at, 62 + SKIPPED, "k = 3 windows");
         assert_eq!(finding.anomaly.signature, Signature::LatencyUp);
         assert_eq!(finding.anomaly.detector, DETECTOR);
         assert_eq!(finding.correlation_id, "run-1");
@@ -250,7 +277,7 @@ mod tests {
         );
         assert!(finding.anomaly.score > finding.anomaly.threshold);
         let mut cleared = None;
-        for at in 70..80 {
+        for at in 70 + SKIPPED..80 + SKIPPED {
             if let Some(f) = detector
                 .on_snapshot(&snapshot(at, 20.0, 50.0), None)
                 .finding
@@ -273,7 +300,7 @@ mod tests {
         };
         let mut first = LearnedDetector::new(config.clone());
         let mut model = None;
-        for at in 0..60 {
+        for at in 0..60 + SKIPPED {
             model = model.or(first.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
         }
         let service = samples::metric_snapshot().service;
@@ -284,5 +311,39 @@ mod tests {
             .next()
             .expect("fires within k windows, no warm-up");
         assert_eq!(fired.anomaly.signature, Signature::TrafficDrop);
+    }
+
+    /// A container's first snapshot holds no rates (they need two scrapes): the model must
+    /// still learn the error ratio, and an error storm must fire.
+    #[test]
+    fn features_missing_from_the_first_snapshot_are_columns_too() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let mut detector = LearnedDetector::new(config);
+        let mut first = snapshot(0, 20.0, 50.0);
+        first.features.retain(|k, _| k == feature::HEALTH_OK);
+        first.features.insert(feature::IN_FLIGHT.into(), 1.0);
+        let mut fitted = detector.on_snapshot(&first, None).fitted;
+        for at in 1..60 + SKIPPED {
+            fitted = fitted.or(detector.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+        }
+        let model = fitted.expect("a model after the baseline");
+        assert!(
+            model.columns.contains(&feature::ERROR_RATIO.to_string()),
+            "{:?}",
+            model.columns
+        );
+        let storm = |at| {
+            let mut s = snapshot(at, 20.0, 50.0);
+            s.features.insert(feature::ERROR_RATIO.into(), 0.5);
+            s
+        };
+        let fired = (60 + SKIPPED..70 + SKIPPED)
+            .find_map(|at| detector.on_snapshot(&storm(at), None).finding)
+            .expect("an error storm fires");
+        assert_eq!(fired.anomaly.signature, Signature::ErrorsUp);
+        assert_eq!(fired.anomaly.contributions[0].metric, feature::ERROR_RATIO);
     }
 }

@@ -11,10 +11,16 @@
 //! result checked again, the attempt recorded ([`ledger`]), the action carried out, its
 //! result stored, the lock released, the result published, and only then the request
 //! acknowledged. See the README section "executor" for what is and is not guaranteed.
+//!
+//! A Docker engine that cannot be reached when a request arrives is waited for: the lookup
+//! of the container is retried with backoff for up to half the request's timeout
+//! ([`error_policy`]), audited (`action.retrying`) and counted, then the request fails with
+//! the reason.
 
 pub mod actuator;
 pub mod admin;
 pub mod docker_actuators;
+pub mod error_policy;
 pub mod ledger;
 pub mod lock;
 pub mod plan;
@@ -202,6 +208,14 @@ pub async fn run(
     Ok(())
 }
 
+/// The Docker engine stayed unreachable for as long as the error policy allows.
+#[derive(Debug)]
+struct Unreached {
+    attempts: u32,
+    for_ms: u64,
+    error: String,
+}
+
 /// How one request ended, before it is published.
 #[derive(Debug)]
 struct Done {
@@ -294,7 +308,27 @@ impl Executor {
                 None
             }
         };
-        let target = match self.target(request, prior.as_ref()).await {
+        let begun = Instant::now();
+        let target = match self
+            .target_retrying(request, prior.as_ref(), delivery)
+            .await
+        {
+            Ok(t) => t,
+            Err(Unreached {
+                attempts,
+                for_ms,
+                error,
+            }) => {
+                return Some(Done {
+                    outcome: Err(ActError::Failed(format!(
+                        "docker engine unreachable for {for_ms} ms ({attempts} attempts, giving up \
+                         with half the request's timeout spent): {error}"
+                    ))),
+                    duration: Duration::from_millis(for_ms),
+                })
+            }
+        };
+        let target = match target {
             Ok(t) => t,
             Err(e @ (TargetError::NotManaged { .. } | TargetError::BadLabel { .. })) => {
                 return refused(e.to_string())
@@ -336,7 +370,15 @@ impl Executor {
         }
         let started = Instant::now();
         let outcome = self
-            .act_within_timeout(request, &step, &target, prior.as_ref(), delivery)
+            .act_within_timeout(
+                request,
+                &step,
+                &target,
+                prior.as_ref(),
+                delivery,
+                // what waiting for the engine left of the request's timeout
+                self.action_limit(request).saturating_sub(begun.elapsed()),
+            )
             .await;
         let done = Done {
             outcome,
@@ -357,6 +399,78 @@ impl Executor {
         }
         held.release().await;
         Some(done)
+    }
+
+    /// [`Executor::target`], tried again with backoff while the Docker engine cannot be
+    /// reached ([`error_policy`]); each failed try is counted (`failed{detail="docker_unreachable"}`),
+    /// the first one audited (`action.retrying`), and progress is reported meanwhile so the
+    /// request is not redelivered. `Err` when the engine stayed unreachable too long.
+    async fn target_retrying(
+        &self,
+        request: &ActionRequest,
+        prior: Option<&Attempt>,
+        delivery: &Delivery,
+    ) -> Result<Result<Target, TargetError>, Unreached> {
+        let limit = self.action_limit(request);
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let error = match self.target(request, prior).await {
+                Err(TargetError::Docker(e)) if error_policy::engine_unreachable(&e) => e,
+                found => {
+                    if attempt > 0 {
+                        tracing::info!(action_id = %request.action_id, attempts = attempt + 1, after_ms = started.elapsed().as_millis() as u64, "docker engine reachable again");
+                    }
+                    return Ok(found);
+                }
+            };
+            let error = error.to_string();
+            self.telemetry().observe(Observation::Failed {
+                what: "docker_unreachable",
+                error: &error,
+            });
+            let next = error_policy::after_failure(true, attempt, started.elapsed(), limit);
+            let error_policy::Next::RetryAfter(delay) = next else {
+                return Err(Unreached {
+                    attempts: attempt + 1,
+                    for_ms: started.elapsed().as_millis() as u64,
+                    error,
+                });
+            };
+            tracing::warn!(action_id = %request.action_id, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, %error, "docker engine unreachable; retrying");
+            if attempt == 0 {
+                if let Err(e) = self
+                    .bus
+                    .audit(
+                        delivery.envelope.correlation_id.clone(),
+                        &request.service,
+                        "action.retrying",
+                        format!("docker engine unreachable: {error}"),
+                        format!(
+                            "{} of {}: retrying with backoff for up to {} ms",
+                            request.action,
+                            request.instance,
+                            limit.as_millis() / 2
+                        ),
+                        None,
+                    )
+                    .await
+                {
+                    self.telemetry().observe(Observation::Failed {
+                        what: "audit",
+                        error: &e.to_string(),
+                    });
+                }
+            }
+            let _ = delivery.in_progress().await;
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// How long a request may take: its own timeout, capped by `max_action_ms`.
+    fn action_limit(&self, request: &ActionRequest) -> Duration {
+        Duration::from_millis(request.timeout_ms.clamp(1, self.config.max_action_ms))
     }
 
     /// The container the request is about. After a crash mid-recreate the id the request
@@ -420,8 +534,8 @@ impl Executor {
         Duration::from_millis(self.config.ack_wait_ms / 3)
     }
 
-    /// Records the attempt, then acts within the request's timeout (capped by
-    /// `max_action_ms`), reporting progress to the server meanwhile.
+    /// Records the attempt, then acts within `limit` (the request's timeout capped by
+    /// `max_action_ms`, less any wait for the engine), reporting progress meanwhile.
     async fn act_within_timeout(
         &self,
         request: &ActionRequest,
@@ -429,8 +543,9 @@ impl Executor {
         target: &Target,
         prior: Option<&Attempt>,
         delivery: &Delivery,
+        limit: Duration,
     ) -> Result<String, ActError> {
-        let limit = Duration::from_millis(request.timeout_ms.clamp(1, self.config.max_action_ms));
+        let limit = limit.max(Duration::from_millis(1));
         let acting = async {
             // Recreate or rollback cut off after the replacement was made: finish it.
             if let (Some(prior), Step::Recreate { .. } | Step::Rollback { .. }) = (prior, step) {

@@ -7,7 +7,28 @@ use serde::Deserialize;
 use crate::envelope::Envelope;
 
 /// Larger messages are refused on both sides (the NATS server's default max_payload too).
+/// Only an incident or an escalation, whose story grows with the incident, may be this large;
+/// every other kind has a smaller limit, see [`max_bytes`].
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The limit of every kind without one of its own: a hundred times any such event seen.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// The limit of a metric snapshot: a real one is about 1 KiB (a dozen features); one of
+/// 64 KiB already carries thousands of features, which no collector writes.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024;
+
+/// The largest encoded size a message of `kind` may have, on the way out and on the way in.
+/// A stage refuses a larger one (`too_large`, dead-lettered with the reason) before it
+/// decodes the body, so a 900 KiB snapshot that the server's `max_payload` lets through
+/// costs no more than a look at its kind.
+pub fn max_bytes(kind: &str) -> usize {
+    match kind {
+        "incident" | "escalation" => MAX_MESSAGE_BYTES,
+        "metric_snapshot" => MAX_SNAPSHOT_BYTES,
+        _ => MAX_EVENT_BYTES,
+    }
+}
 
 /// Schema versions this build can read.
 pub const SUPPORTED_VERSIONS: RangeInclusive<u16> = 1..=1;
@@ -38,10 +59,11 @@ impl CodecError {
 
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
     let bytes = rmp_serde::to_vec_named(envelope).map_err(|e| CodecError::Encode(e.to_string()))?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    let max = max_bytes(envelope.body.kind());
+    if bytes.len() > max {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
-            max: MAX_MESSAGE_BYTES,
+            max,
         });
     }
     Ok(bytes)
@@ -76,7 +98,30 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
             max: *SUPPORTED_VERSIONS.end(),
         });
     }
+    // Every kind may be this large: only a larger message needs its kind looked at.
+    if bytes.len() > MAX_SNAPSHOT_BYTES {
+        let probe: KindProbe =
+            rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        let max = max_bytes(&probe.body.kind);
+        if bytes.len() > max {
+            return Err(CodecError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+    }
     rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// Only the body's kind: every other field is skipped without being built.
+#[derive(Deserialize)]
+struct KindProbe {
+    body: KindOnly,
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    kind: String,
 }
 
 /// The schema version read straight from the bytes when it is the envelope's first field, as
@@ -126,6 +171,17 @@ mod tests {
             decode(&elsewhere),
             Err(CodecError::UnsupportedVersion { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn no_kind_has_a_limit_below_the_one_decode_skips_the_kind_probe_under() {
+        for (kind, _) in crate::samples::all() {
+            let max = max_bytes(kind);
+            assert!(
+                (MAX_SNAPSHOT_BYTES..=MAX_MESSAGE_BYTES).contains(&max),
+                "{kind}: {max}"
+            );
+        }
     }
 
     #[derive(serde::Serialize)]

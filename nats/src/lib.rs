@@ -18,7 +18,9 @@ pub mod service;
 pub mod streams;
 pub mod subject;
 
-pub use codec::{decode, encode, CodecError, MAX_MESSAGE_BYTES};
+pub use codec::{
+    decode, encode, max_bytes, CodecError, MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
+};
 pub use envelope::{Envelope, EventId, Producer, Stage, SCHEMA_VERSION};
 pub use events::*;
 pub use service::{InvalidName, ServiceName};

@@ -175,3 +175,13 @@ pub const DECIDER_VALUES: BucketSpec = BucketSpec {
     history: 1,
     max_age: Duration::ZERO,
 };
+
+/// The decider's open incidents and the state around them (cooldowns, containers acted on,
+/// rate budgets), so a restarted decider finishes the incidents its predecessor opened: key
+/// `open.<service>` per open incident, `shared` for the rest (MessagePack, written by the
+/// decider only). A closed incident's key is deleted.
+pub const DECIDER_STATE: BucketSpec = BucketSpec {
+    name: "immune_decider_state",
+    history: 1,
+    max_age: Duration::ZERO,
+};

@@ -77,6 +77,24 @@ pub fn audit_of(stage: crate::Stage) -> String {
     format!("immune.audit.{stage}.>")
 }
 
+/// The audit records of one stage, one service, both or all (`immune.audit.<stage|*>.<service|*>`),
+/// for filtered readers of the audit stream.
+pub fn audit_filter(stage: Option<crate::Stage>, service: Option<&crate::ServiceName>) -> String {
+    match (stage, service) {
+        (None, None) => AUDIT_ALL.to_string(),
+        (Some(stage), None) => audit_of(stage),
+        (stage, Some(service)) => format!(
+            "immune.audit.{}.{service}",
+            stage.map(|s| s.as_str()).unwrap_or("*")
+        ),
+    }
+}
+
+/// The incidents of one service (`immune.incidents.<service>`).
+pub fn incidents_of(service: &crate::ServiceName) -> String {
+    format!("immune.incidents.{service}")
+}
+
 /// The metric snapshots of one service (`immune.metrics.<service>`), for replays.
 pub fn metrics_of(service: &crate::ServiceName) -> String {
     format!("immune.metrics.{service}")
@@ -94,5 +112,31 @@ pub fn matches(filter: &str, subject: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{samples, Event, ServiceName, Stage};
+
+    #[test]
+    fn audit_filters_pick_the_stage_and_the_service() {
+        let record = samples::audit_record();
+        let on = Subject::of(&Event::Audit(record.clone())).to_string();
+        let mine = &record.service;
+        let other = ServiceName::new("elsewhere").expect("valid name");
+        let other_stage = if record.stage == Stage::Chaos {
+            Stage::Decider
+        } else {
+            Stage::Chaos
+        };
+        assert!(matches(&audit_filter(None, None), &on));
+        assert!(matches(&audit_filter(Some(record.stage), None), &on));
+        assert!(matches(&audit_filter(None, Some(mine)), &on));
+        assert!(matches(&audit_filter(Some(record.stage), Some(mine)), &on));
+        assert!(!matches(&audit_filter(Some(other_stage), None), &on));
+        assert!(!matches(&audit_filter(None, Some(&other)), &on));
+        assert!(!matches(&audit_filter(Some(other_stage), Some(mine)), &on));
     }
 }

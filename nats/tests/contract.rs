@@ -290,3 +290,46 @@ fn every_fault_kind_round_trips_by_name_and_on_the_wire() {
     }
     assert!("meteor_strike".parse::<FaultKind>().is_err());
 }
+
+#[test]
+fn an_oversize_event_is_refused_by_its_kind_s_limit_on_both_sides() {
+    use immune_nats::{max_bytes, MAX_SNAPSHOT_BYTES};
+    // 50,000 features, 0.8 MB: under the server's max_payload (1 MB), so NATS delivers it,
+    // and thousands of times what a collector writes, so a stage refuses it.
+    let mut snapshot = samples::metric_snapshot();
+    snapshot.features = (0..50_000).map(|i| (format!("f{i:05}"), 1.0)).collect();
+    let envelope = samples::envelope(
+        immune_nats::Stage::Collector,
+        Event::MetricSnapshot(snapshot),
+    );
+    let err = encode(&envelope).expect_err("a huge snapshot is not sent");
+    assert!(
+        matches!(err, CodecError::TooLarge { max, .. } if max == MAX_SNAPSHOT_BYTES),
+        "{err}"
+    );
+    // As another producer might still send it: refused before the body is decoded.
+    let bytes = rmp_serde::to_vec_named(&envelope).expect("encodes");
+    assert!(
+        bytes.len() > 700_000 && bytes.len() < MAX_MESSAGE_BYTES,
+        "{}",
+        bytes.len()
+    );
+    let err = decode(&bytes).expect_err("a huge snapshot is not read");
+    assert_eq!(err.kind(), "too_large");
+    assert!(
+        err.to_string().contains(&MAX_SNAPSHOT_BYTES.to_string()),
+        "{err}"
+    );
+    // An incident's story may be longer than a snapshot.
+    let mut incident = samples::incident();
+    incident.timeline = (0..4_000)
+        .map(|i| immune_nats::TimelineEntry {
+            at_ms: i,
+            what: format!("step {i}: waited for the steady state"),
+        })
+        .collect();
+    let envelope = samples::envelope(immune_nats::Stage::Decider, Event::Incident(incident));
+    let bytes = encode(&envelope).expect("a long incident is sent");
+    assert!(bytes.len() > MAX_SNAPSHOT_BYTES && bytes.len() <= max_bytes("incident"));
+    assert_eq!(decode(&bytes).expect("and read"), envelope);
+}

@@ -8,7 +8,15 @@
 //! - [`Bus::inbox`] opens a durable pull consumer; [`Inbox::next`] yields decoded events and
 //!   sends what cannot be decoded (or arrives on the wrong subject) to the dead-letter subject
 //!   with the reason, acknowledging it only once the dead letter is stored.
+//! - Authentication: `BusConfig` user/password or credentials file. A refused login ends
+//!   [`Bus::connect`] at once ([`BusError::Unauthorized`]) instead of waiting forever; a
+//!   subject the server refuses this user (its "Permissions Violation" error) is logged and
+//!   counted (`permission_denied`), and a publish or provisioning call it refused fails with
+//!   [`BusError::PermissionDenied`] instead of being retried. With a user set, replies come to
+//!   the inbox prefix `_INBOX.<user>`, which the shipped server config lets only that user read.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, kv, message::PublishMessage, stream};
@@ -43,6 +51,15 @@ pub enum BusError {
     Codec(#[from] CodecError),
     #[error("shut down while waiting for NATS")]
     ShutDown,
+    #[error("NATS at {url} refused the login of user {user}: {reason} (check IMMUNE_NATS_USER / IMMUNE_NATS_PASSWORD / IMMUNE_NATS_CREDENTIALS)")]
+    Unauthorized {
+        url: String,
+        /// The user name tried, or `(none)`.
+        user: String,
+        reason: String,
+    },
+    #[error("NATS refused {operation} to {subject}: this stage's user is not permitted it (see nats/nats-server.conf)")]
+    PermissionDenied { operation: String, subject: String },
 }
 
 impl BusError {
@@ -55,6 +72,8 @@ impl BusError {
             BusError::KeyValue { .. } => "key_value",
             BusError::Codec(e) => e.kind(),
             BusError::ShutDown => "shut_down",
+            BusError::Unauthorized { .. } => "unauthorized",
+            BusError::PermissionDenied { .. } => "permission_denied",
         }
     }
 }
@@ -67,6 +86,106 @@ pub struct Bus {
     producer: Producer,
     telemetry: Telemetry,
     publish_attempts: u32,
+    refusals: Refusals,
+}
+
+/// What the server refused this connection: the subjects of its "Permissions Violation"
+/// errors, which arrive apart from the call that caused them (a refused publish or API
+/// request gets no answer at all, only this error on the connection).
+#[derive(Debug, Clone, Default)]
+struct Refusals(Arc<Mutex<HashSet<(String, String)>>>);
+
+impl Refusals {
+    /// Bounded: a stage publishes on a bounded set of subjects, but never grow without end.
+    const MAX: usize = 1024;
+
+    fn record(&self, operation: &str, subject: &str) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert((operation.to_string(), subject.to_string()));
+    }
+
+    /// The refusal of a publish to `subject`, if the server reported one.
+    fn publish_to(&self, subject: &str) -> Option<BusError> {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(&("publish".to_string(), subject.to_string()))
+            .then(|| BusError::PermissionDenied {
+                operation: "publish".into(),
+                subject: subject.to_string(),
+            })
+    }
+
+    /// A refused JetStream API call (`$JS.…`) whose subject `about` accepts, if any: the
+    /// reason a provisioning call timed out.
+    fn api_call(&self, about: impl Fn(&str) -> bool) -> Option<BusError> {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.iter()
+            .filter(|(_, subject)| subject.starts_with("$JS.") && about(subject))
+            .min()
+            .map(|(operation, subject)| BusError::PermissionDenied {
+                operation: operation.clone(),
+                subject: subject.clone(),
+            })
+    }
+}
+
+/// Reads a server error such as `Permissions Violation for Publish to "immune.actions.x"`
+/// into (operation, subject); `None` for any other error.
+pub fn permission_violation(error: &str) -> Option<(&'static str, String)> {
+    if !error.to_ascii_lowercase().contains("permissions violation") {
+        return None;
+    }
+    let operation = if error.contains("Subscription") {
+        "subscribe"
+    } else {
+        "publish"
+    };
+    let subject = error
+        .split('"')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_default();
+    Some((operation, subject))
+}
+
+/// Logs every connection event; counts the server's refusals and remembers their subjects.
+fn on_connection_event(
+    event: async_nats::Event,
+    stage: immune_nats::Stage,
+    refusals: &Refusals,
+    telemetry: &Telemetry,
+) {
+    use async_nats::{Event, ServerError};
+    match &event {
+        Event::ServerError(ServerError::Other(error)) => match permission_violation(error) {
+            Some((operation, subject)) => {
+                refusals.record(operation, &subject);
+                telemetry.observe(Observation::PermissionDenied {
+                    operation,
+                    subject: &subject,
+                });
+            }
+            None => tracing::warn!(stage = stage.as_str(), %event, "nats server error"),
+        },
+        Event::ServerError(ServerError::AuthorizationViolation) => {
+            telemetry.observe(Observation::PermissionDenied {
+                operation: "connect",
+                subject: "",
+            });
+        }
+        _ => tracing::info!(stage = stage.as_str(), %event, "nats connection"),
+    }
+}
+
+/// The inbox prefix of `user`: `_INBOX.<user>` when the name is one subject token.
+fn inbox_prefix(user: &str) -> Option<String> {
+    let token = !user.is_empty()
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    token.then(|| format!("_INBOX.{user}"))
 }
 
 /// The name this process goes by: `IMMUNE_INSTANCE`, else the host name (a container id in
@@ -91,14 +210,20 @@ impl Bus {
         let stage = telemetry.stage();
         let instance = instance_name();
         let mut attempt = 0u32;
+        let refusals = Refusals::default();
         let client = loop {
+            let (seen, counted) = (refusals.clone(), telemetry.clone());
             let mut options = async_nats::ConnectOptions::new()
                 .name(format!("immune-{stage}-{instance}"))
                 .max_reconnects(None)
                 .connection_timeout(Duration::from_secs(2))
-                .event_callback(move |event| async move {
-                    tracing::info!(stage = stage.as_str(), %event, "nats connection");
+                .event_callback(move |event| {
+                    let (seen, counted) = (seen.clone(), counted.clone());
+                    async move { on_connection_event(event, stage, &seen, &counted) }
                 });
+            if let Some(prefix) = config.user.as_deref().and_then(inbox_prefix) {
+                options = options.custom_inbox_prefix(prefix);
+            }
             if let Some(path) = &config.credentials {
                 options = options
                     .credentials_file(path)
@@ -113,6 +238,24 @@ impl Bus {
             }
             match options.connect(&config.url).await {
                 Ok(client) => break client,
+                // A wrong user or password does not get better by waiting.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Authentication
+                    ) =>
+                {
+                    telemetry.observe(Observation::PermissionDenied {
+                        operation: "connect",
+                        subject: "",
+                    });
+                    return Err(BusError::Unauthorized {
+                        url: config.url.clone(),
+                        user: config.user.clone().unwrap_or_else(|| "(none)".into()),
+                        reason: e.to_string(),
+                    });
+                }
                 Err(e) => {
                     attempt += 1;
                     if shutdown.is_triggered() {
@@ -132,6 +275,7 @@ impl Bus {
             producer: Producer { stage, instance },
             telemetry,
             publish_attempts: config.publish_attempts.max(1),
+            refusals,
         };
         bus.provision_streams().await?;
         Ok(bus)
@@ -175,13 +319,18 @@ impl Bus {
             // Stages start together: a concurrent create may lose the race once; retry.
             let mut last = String::new();
             for attempt in 0..5 {
-                match self.js.create_or_update_stream(config.clone()).await {
-                    Ok(_) => {
+                match self.ensure_stream(&config).await {
+                    Ok(()) => {
                         last.clear();
                         break;
                     }
                     Err(e) => {
-                        last = e.to_string();
+                        let ours =
+                            |s: &str| !s.contains(".STREAM.UPDATE.") && s.ends_with(&config.name);
+                        if let Some(refused) = self.refusals.api_call(ours) {
+                            return Err(refused);
+                        }
+                        last = e;
                         tokio::time::sleep(backoff(attempt)).await;
                     }
                 }
@@ -191,6 +340,41 @@ impl Bus {
                     what: format!("stream {}", spec.name),
                     reason: last,
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the stream when missing; updates it when this build's config differs. A stage
+    /// may create but not update (nats-server.conf): a refused update is logged, and the
+    /// stream is used as it is until an operator's client (allowed to update) applies it.
+    async fn ensure_stream(&self, config: &stream::Config) -> Result<(), String> {
+        let existing = match self.js.get_stream(&config.name).await {
+            Ok(existing) => existing,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                return self
+                    .js
+                    .create_stream(config.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let current = &existing.cached_info().config;
+        let same = current.subjects == config.subjects
+            && current.max_age == config.max_age
+            && current.duplicate_window == config.duplicate_window
+            && current.description == config.description;
+        if !same {
+            if let Err(e) = self.js.update_stream(config.clone()).await {
+                tracing::warn!(stream = %config.name, error = %e, "could not update the stream to this build's config; using it as it is");
             }
         }
         Ok(())
@@ -252,6 +436,14 @@ impl Bus {
                     Err(e) => reason = e.to_string(),
                 },
                 Err(e) => reason = e.to_string(),
+            }
+            // Refused by the server's permissions: no retry can help.
+            if let Some(refused) = self.refusals.publish_to(subject.as_str()) {
+                self.telemetry.observe(Observation::PublishFailed {
+                    subject: subject.as_str(),
+                    error: &refused.to_string(),
+                });
+                return Err(refused);
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
@@ -328,9 +520,14 @@ impl Bus {
         &self,
         spec: ConsumerSpec,
     ) -> Result<jetstream::consumer::PullConsumer, BusError> {
-        let provision = |e: String| BusError::Provision {
-            what: format!("consumer {}", spec.durable),
-            reason: e,
+        let ours = format!(".{}.{}", spec.stream.name, spec.durable);
+        let provision = |e: String| {
+            self.refusals
+                .api_call(|s| s.contains(&ours))
+                .unwrap_or_else(|| BusError::Provision {
+                    what: format!("consumer {}", spec.durable),
+                    reason: e,
+                })
         };
         let stream = self
             .js
@@ -374,9 +571,14 @@ impl Bus {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| BusError::KeyValue {
-                    bucket: spec.name.to_string(),
-                    reason: e.to_string(),
+                .map_err(|e| {
+                    let kv = format!("KV_{}", spec.name);
+                    self.refusals
+                        .api_call(|s| s.contains(&kv) || s == "$JS.API.INFO")
+                        .unwrap_or_else(|| BusError::KeyValue {
+                            bucket: spec.name.to_string(),
+                            reason: e.to_string(),
+                        })
                 }),
         }
     }
@@ -551,5 +753,53 @@ impl Inbox {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permission_violation_names_its_operation_and_subject() {
+        assert_eq!(
+            permission_violation(r#"Permissions Violation for Publish to "immune.actions.orders""#),
+            Some(("publish", "immune.actions.orders".to_string()))
+        );
+        assert_eq!(
+            permission_violation(r#"Permissions Violation for Subscription to "immune.>""#),
+            Some(("subscribe", "immune.>".to_string()))
+        );
+        assert_eq!(permission_violation("Maximum Payload Violation"), None);
+    }
+
+    #[test]
+    fn a_refused_publish_is_found_by_its_subject_and_api_calls_by_their_prefix() {
+        let refusals = Refusals::default();
+        assert!(refusals.publish_to("immune.actions.orders").is_none());
+        refusals.record("publish", "immune.actions.orders");
+        assert!(matches!(
+            refusals.publish_to("immune.actions.orders"),
+            Some(BusError::PermissionDenied { .. })
+        ));
+        assert!(refusals.publish_to("immune.actions.payments").is_none());
+        assert!(refusals.api_call(|_| true).is_none());
+        refusals.record(
+            "publish",
+            "$JS.API.CONSUMER.MSG.NEXT.IMMUNE_PIPELINE.executor",
+        );
+        assert!(refusals.api_call(|s| s.contains("KV_")).is_none());
+        let err = refusals
+            .api_call(|s| s.contains(".IMMUNE_PIPELINE.executor"))
+            .expect("api refusal");
+        assert!(err.to_string().contains("MSG.NEXT"), "{err}");
+        assert_eq!(err.kind(), "permission_denied");
+    }
+
+    #[test]
+    fn only_a_plain_user_name_gets_its_own_inbox_prefix() {
+        assert_eq!(inbox_prefix("executor").as_deref(), Some("_INBOX.executor"));
+        assert_eq!(inbox_prefix("a.b"), None);
+        assert_eq!(inbox_prefix(""), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Typed configuration: defaults, then the TOML file, then environment overrides.
 //!
-//! Environment: `IMMUNE_NATS_URL` sets `nats.url` for every stage (the one setting all of
-//! them share); `IMMUNE_<STAGE>__<SECTION>__<KEY>` overrides any other key of that stage,
+//! Environment: `IMMUNE_NATS_URL`, `IMMUNE_NATS_USER`, `IMMUNE_NATS_PASSWORD` and
+//! `IMMUNE_NATS_CREDENTIALS` set `nats.url`, `nats.user`, `nats.password` and
+//! `nats.credentials` for every stage (the settings all of them share);
+//! `IMMUNE_<STAGE>__<SECTION>__<KEY>` overrides any other key of that stage,
 //! e.g. `IMMUNE_COLLECTOR__SCRAPE__INTERVAL_MS=500`.
 
 use std::net::SocketAddr;
@@ -66,6 +68,14 @@ pub struct TelemetryConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// The environment variables every stage reads into its [`BusConfig`], and their keys.
+pub const BUS_ENV: [(&str, &str); 4] = [
+    ("IMMUNE_NATS_URL", "nats.url"),
+    ("IMMUNE_NATS_USER", "nats.user"),
+    ("IMMUNE_NATS_PASSWORD", "nats.password"),
+    ("IMMUNE_NATS_CREDENTIALS", "nats.credentials"),
+];
+
 /// Reads a stage's config. `path` absent means defaults and environment only.
 pub fn load<T>(stage: Stage, path: Option<&Path>) -> Result<T, ConfigError>
 where
@@ -78,12 +88,13 @@ where
         }
         figment = figment.merge(Toml::file(path));
     }
+    // Taken as plain strings (never parsed as numbers or booleans): a password is a password.
+    for (var, key) in BUS_ENV {
+        if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+    }
     figment = figment
-        .merge(
-            Env::raw()
-                .only(&["IMMUNE_NATS_URL"])
-                .map(|_| "nats.url".into()),
-        )
         .merge(Env::prefixed(&format!("IMMUNE_{}__", stage.as_str().to_uppercase())).split("__"));
     figment
         .extract()
@@ -123,6 +134,24 @@ mod tests {
         let s: Sample = parse("interval_ms = 5").expect("parses");
         assert_eq!(s.interval_ms, 5);
         assert_eq!(s.nats, BusConfig::default());
+    }
+
+    #[test]
+    fn the_bus_settings_come_from_the_environment_as_plain_strings() {
+        std::env::set_var("IMMUNE_NATS_URL", "nats://nats:4222");
+        std::env::set_var("IMMUNE_NATS_USER", "collector");
+        // A password that looks like a number stays a string.
+        std::env::set_var("IMMUNE_NATS_PASSWORD", "12345");
+        std::env::set_var("IMMUNE_NATS_CREDENTIALS", "");
+        let s: Result<Sample, _> = load(Stage::Collector, None);
+        for (var, _) in BUS_ENV {
+            std::env::remove_var(var);
+        }
+        let s = s.expect("loads");
+        assert_eq!(s.nats.url, "nats://nats:4222");
+        assert_eq!(s.nats.user.as_deref(), Some("collector"));
+        assert_eq!(s.nats.password.as_deref(), Some("12345"));
+        assert_eq!(s.nats.credentials, None, "an empty variable is no setting");
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub enum Observation<'a> {
     Refused { what: &'a str, reason: &'a str },
     /// Work failed; `what` names it, `error` says why.
     Failed { what: &'a str, error: &'a str },
+    /// NATS refused this stage something its user is not permitted (`operation`: publish,
+    /// subscribe, or connect for a refused user/password), on `subject`.
+    PermissionDenied {
+        operation: &'a str,
+        subject: &'a str,
+    },
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,6 +144,15 @@ impl Telemetry {
             Observation::Failed { what, error } => {
                 tracing::warn!(stage, what, error, "failed");
                 ("failed", what.to_string())
+            }
+            Observation::PermissionDenied { operation, subject } => {
+                tracing::error!(
+                    stage,
+                    operation,
+                    subject,
+                    "NATS refused: this stage's user is not permitted this"
+                );
+                ("permission_denied", operation.to_string())
             }
         };
         self.inner

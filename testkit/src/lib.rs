@@ -1,13 +1,24 @@
 //! Test support shared by every integration test: the real things, started on demand and
 //! cleaned up on drop.
 //!
-//! - [`NatsServer`]: a real `nats-server -js` on a free loopback port with a temporary store.
+//! - [`NatsServer`]: a real `nats-server -js` on a free loopback port with a temporary store;
+//!   [`NatsServer::start_secured`] runs the shipped `nats/nats-server.conf` (users and
+//!   per-stage permissions) with fresh passwords.
 //! - [`DemoContainer`]: the demo service as a labelled container on the real Docker engine.
 //! - [`within`]: every wait is bounded, and says what probably broke when it times out.
+//! - [`StageProcess`]: a stage binary as a real child process, SIGKILLed and started again.
+//! - [`DockerProxy`]: a cuttable Unix-socket proxy in front of the Docker engine.
+
+pub mod docker_proxy;
+pub mod process;
+
+pub use docker_proxy::DockerProxy;
+pub use process::{stage_binary, StageProcess};
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -40,11 +51,53 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The Unix second now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Waits into the next Unix second and returns it: a `since` after every Docker event so far
+/// (Docker filters its event history by whole seconds).
+pub async fn fresh_since() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(
+        1_000 - u64::from(now.subsec_millis()) + 20,
+    ))
+    .await;
+    unix_now()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// The users of the shipped `nats/nats-server.conf`: one per stage, the console, the CLI.
+pub const NATS_USERS: [&str; 7] = [
+    "collector",
+    "detector",
+    "decider",
+    "executor",
+    "chaos",
+    "console",
+    "operator",
+];
+
+/// The shipped NATS server config (`nats/nats-server.conf`).
+pub fn shipped_nats_conf() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/nats-server.conf")
+}
+
+/// The environment variable the shipped config reads `user`'s password from.
+pub fn nats_password_var(user: &str) -> String {
+    format!("IMMUNE_{}_NATS_PASSWORD", user.to_uppercase())
 }
 
 /// A real nats-server with JetStream, killed (and its store removed) on drop.
@@ -53,6 +106,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// With the shipped config: each user's password (fresh for this server).
+    secured: Option<HashMap<String, String>>,
 }
 
 impl NatsServer {
@@ -63,24 +118,80 @@ impl NatsServer {
             child: None,
             port: free_port(),
             store,
+            secured: None,
         };
         server.spawn().await;
         server
     }
 
+    /// Starts nats-server with the SHIPPED `nats/nats-server.conf` (authentication and
+    /// per-stage permissions, JetStream), its port, listen address, monitoring port and
+    /// store dir overridden on the command line, and a fresh password for every user of
+    /// [`NATS_USERS`] in the environment the config reads them from. Set
+    /// `IMMUNE_TEST_NATS_LOG=FILE` to keep the server's log (its permission violations).
+    pub async fn start_secured() -> NatsServer {
+        let store = tempfile::tempdir().expect("temporary JetStream store");
+        let salt = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let passwords = NATS_USERS
+            .iter()
+            .map(|user| {
+                (
+                    user.to_string(),
+                    format!("{user}{salt:x}{}", std::process::id()),
+                )
+            })
+            .collect();
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store,
+            secured: Some(passwords),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The password of `user` on a server started with [`NatsServer::start_secured`].
+    pub fn password(&self, user: &str) -> String {
+        self.secured
+            .as_ref()
+            .and_then(|p| p.get(user))
+            .unwrap_or_else(|| panic!("no NATS user {user:?} on this server (start_secured?)"))
+            .clone()
+    }
+
     async fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+        let mut command = Command::new("nats-server");
+        match &self.secured {
+            None => {
+                command.arg("-js");
+            }
+            Some(passwords) => {
+                command.arg("-c").arg(shipped_nats_conf());
+                command.args(["-m", &free_port().to_string()]);
+                for (user, password) in passwords {
+                    command.env(nats_password_var(user), password);
+                }
+            }
+        }
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null());
+        match std::env::var_os("IMMUNE_TEST_NATS_LOG").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        }) {
+            Some(log) => command.stderr(log),
+            None => command.stderr(Stdio::null()),
+        };
+        let child = command
             .spawn()
             .expect("nats-server on PATH (run scripts/setup.sh: it installs nats-server >= 2.10)");
         self.child = Some(child);
@@ -89,7 +200,7 @@ impl NatsServer {
             "nats-server to accept connections",
             async {
                 loop {
-                    if async_nats::connect(self.url()).await.is_ok() {
+                    if self.try_client().await.is_ok() {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -99,12 +210,28 @@ impl NatsServer {
         .await;
     }
 
+    /// A plain client: as `operator` on a secured server.
+    async fn try_client(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        match &self.secured {
+            None => async_nats::connect(self.url()).await,
+            Some(_) => {
+                async_nats::ConnectOptions::with_user_and_password(
+                    "operator".into(),
+                    self.password("operator"),
+                )
+                .connect(self.url())
+                .await
+            }
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// A plain NATS client (as `operator` on a server started with the shipped config).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+        self.try_client()
             .await
             .expect("connect to test nats-server")
     }
@@ -289,6 +416,30 @@ impl DemoContainer {
             .state
             .and_then(|s| s.started_at)
             .unwrap_or_default()
+    }
+
+    /// How many times Docker started the container from Unix second `since` to now (its
+    /// event history: `start` events), however briefly each run lasted.
+    pub async fn starts_since(&self, since: i64) -> usize {
+        use bollard::query_parameters::EventsOptions;
+        use futures::StreamExt;
+        let options = EventsOptions {
+            since: Some(since.to_string()),
+            until: Some((unix_now() + 1).to_string()),
+            filters: Some(HashMap::from([
+                ("container".to_string(), vec![self.id.clone()]),
+                ("event".to_string(), vec!["start".to_string()]),
+            ])),
+        };
+        within(
+            Duration::from_secs(20),
+            "Docker's event history to be read",
+            self.docker
+                .events(Some(options))
+                .filter(|e| std::future::ready(e.is_ok()))
+                .count(),
+        )
+        .await
     }
 
     pub async fn running(&self) -> bool {

@@ -830,3 +830,107 @@ fn a_crashed_container_is_restarted_at_once_whatever_its_dependencies_do() {
         .iter()
         .all(|a| a.service.as_str() != "gateway"));
 }
+
+/// A decider that starts from another's memory.
+fn restarted_from(before: &Decider, config: PolicyConfig) -> Decider {
+    let mut after = decider(config);
+    for (key, bytes) in before.memory() {
+        after.remember(&key, &bytes).expect("own memory reads back");
+    }
+    after
+}
+
+#[test]
+fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_flight() {
+    let mut before = decider(config());
+    let out = before.decide(
+        Input::Anomaly {
+            anomaly: &firing(Signature::Crashed),
+            correlation_id: Some("run-1"),
+        },
+        1_000,
+    );
+    let requested = actions(&out);
+    assert_eq!(requested.len(), 1);
+
+    let mut after = restarted_from(&before, config());
+    assert_eq!(after.open_incidents().count(), 1);
+    let out = after.resume(1_500);
+    assert_eq!(audits(&out), ["incident.resumed"]);
+    assert_eq!(
+        actions(&out),
+        requested,
+        "the same request, same action id: the executor's ledger makes it idempotent"
+    );
+    assert!(out.iter().all(|d| d.correlation_id == "run-1"));
+
+    // One container, one action: the resumed request still holds the container.
+    let again = fire(&mut after, &firing(Signature::Crashed), 1_600);
+    assert!(actions(&again).is_empty(), "{again:?}");
+
+    let out = after.decide(
+        Input::Result(&result_of(&requested[0], ActionOutcome::Succeeded)),
+        1_700,
+    );
+    assert_eq!(audits(&out), ["verification.started"]);
+    let out = fire(&mut after, &cleared_on("orders"), 2_000);
+    assert_eq!(audits(&out), ["incident.recovered"]);
+    assert_eq!(after.open_incidents().count(), 0);
+    assert!(
+        !after.memory().keys().any(|k| k.starts_with(OPEN_PREFIX)),
+        "a closed incident leaves no memory"
+    );
+}
+
+#[test]
+fn cooldowns_and_budgets_outlive_a_restart() {
+    let config = PolicyConfig {
+        cooldown_ms: 60_000,
+        global_budget: Budget {
+            burst: 1,
+            per_minute: 0.001,
+        },
+        ..config()
+    };
+    let mut before = decider(config.clone());
+    let out = fire(
+        &mut before,
+        &firing_on("orders", Signature::Crashed, &[]),
+        1_000,
+    );
+    let a = &actions(&out)[0];
+    before.decide(
+        Input::Result(&result_of(a, ActionOutcome::Succeeded)),
+        1_100,
+    );
+    fire(&mut before, &cleared_on("orders"), 1_200);
+
+    let mut after = restarted_from(&before, config);
+    let out = fire(
+        &mut after,
+        &firing_on("payments", Signature::Crashed, &[]),
+        2_000,
+    );
+    assert!(
+        actions(&out).is_empty(),
+        "the spent global budget is remembered"
+    );
+    assert!(audit_text(&out, "action.blocked")[0].contains("budget"));
+}
+
+#[test]
+fn unreadable_memory_is_refused_with_its_key() {
+    let mut d = decider(config());
+    let e = d.remember("open.orders", b"\xc1").expect_err("garbage");
+    assert_eq!(e.key, "open.orders");
+    assert!(d.remember("elsewhere", b"").is_err());
+    let mut before = decider(config());
+    fire(&mut before, &firing(Signature::Crashed), 1_000);
+    let bytes = before
+        .memory()
+        .remove("open.orders")
+        .expect("open incident");
+    let e = d.remember("open.payments", &bytes).expect_err("wrong key");
+    assert!(e.reason.contains("orders"), "{e}");
+    assert_eq!(d.open_incidents().count(), 0);
+}

@@ -1,0 +1,178 @@
+//! The scorecard's eyes: everything published on the bus, recorded as it arrives, and
+//! `/health` probes of one service's container sent every 100 ms, each on its own so a
+//! hanging probe delays none of the next.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use futures::StreamExt;
+use immune_nats::{decode, Envelope};
+use tokio::task::JoinHandle;
+
+use crate::deployment::instances;
+use crate::measure::Probe;
+use crate::{now_ms, ScorecardError};
+
+/// Every decodable message on `immune.>`, in arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Envelope>>>,
+    undecodable: Arc<Mutex<u64>>,
+}
+
+impl Recorder {
+    pub async fn start(
+        client: &async_nats::Client,
+    ) -> Result<(Recorder, JoinHandle<()>), ScorecardError> {
+        let mut subscriber = client
+            .subscribe("immune.>")
+            .await
+            .map_err(|e| ScorecardError::Bus(e.to_string()))?;
+        let recorder = Recorder::default();
+        let writer = recorder.clone();
+        let task = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                match decode(&message.payload) {
+                    Ok(envelope) => lock(&writer.seen).push(envelope),
+                    Err(_) => *lock(&writer.undecodable) += 1,
+                }
+            }
+        });
+        Ok((recorder, task))
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.seen).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What arrived from position `from` on.
+    pub fn since(&self, from: usize) -> Vec<Envelope> {
+        let seen = lock(&self.seen);
+        seen[from.min(seen.len())..].to_vec()
+    }
+
+    pub fn undecodable(&self) -> u64 {
+        *lock(&self.undecodable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_container_not_replica() {
+        assert!(is_compose_container(
+            "immune-scorecard_payments_1",
+            "payments"
+        ));
+        assert!(!is_compose_container(
+            "immune-scorecard_payments_1-replica-4df1a3ae",
+            "payments"
+        ));
+        assert!(!is_compose_container(
+            "immune-scorecard_orders_1",
+            "payments"
+        ));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Probes `/health` of one instance of `service` every 100 ms: the compose container (not
+/// a replica a scale out made) until [`Prober::focus`] names the one a fault went into.
+#[derive(Debug)]
+pub struct Prober {
+    probes: Arc<Mutex<Vec<Probe>>>,
+    focus: Arc<Mutex<Option<String>>>,
+    task: JoinHandle<()>,
+}
+
+/// Whether `name` is the compose container of `service` (`<project>_<service>_<n>`).
+pub fn is_compose_container(name: &str, service: &str) -> bool {
+    name.rsplit_once(&format!("_{service}_"))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Prober {
+    pub fn start(docker: Docker, demo_project: String, service: String) -> Prober {
+        let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
+        let focus: Arc<Mutex<Option<String>>> = Arc::default();
+        let (sink, focused) = (probes.clone(), focus.clone());
+        let http = reqwest::Client::new();
+        let task = tokio::spawn(async move {
+            let mut url: Option<String> = None;
+            let mut resolved_ms = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let sent_ms = now_ms();
+                // The address may change when the container is restarted or recreated.
+                if url.is_none() || sent_ms - resolved_ms > 1_000 {
+                    resolved_ms = sent_ms;
+                    if let Ok(found) = instances(&docker, &demo_project, &service).await {
+                        let focus = lock(&focused).clone();
+                        let chosen = found.iter().find(|c| match &focus {
+                            Some(name) => c.name == *name,
+                            None => is_compose_container(&c.name, &service),
+                        });
+                        // Off its network (no address): keep probing the address it had.
+                        url = chosen
+                            .and_then(|c| Some(c.health.as_ref()?.url(c.address?)))
+                            .or(url);
+                    }
+                }
+                let (http, sink) = (http.clone(), sink.clone());
+                let target = url.clone();
+                tokio::spawn(async move {
+                    let ok = match target {
+                        Some(url) => http
+                            .get(url)
+                            .timeout(Duration::from_secs(1))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                        None => false,
+                    };
+                    lock(&sink).push(Probe { sent_ms, ok });
+                });
+            }
+        });
+        Prober {
+            probes,
+            focus,
+            task,
+        }
+    }
+
+    /// Probe this instance (by container name) from now on.
+    pub fn focus(&self, instance: &str) {
+        *lock(&self.focus) = Some(instance.to_string());
+    }
+
+    /// The probes so far, by the time they were sent.
+    pub fn probes(&self) -> Vec<Probe> {
+        let mut probes = lock(&self.probes).clone();
+        probes.sort_by_key(|p| p.sent_ms);
+        probes
+    }
+
+    /// Whether the last `n` answered probes all passed (and at least `n` answered).
+    pub fn healthy_for(&self, n: usize) -> bool {
+        let probes = self.probes();
+        probes.len() >= n && probes[probes.len() - n..].iter().all(|p| p.ok)
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use immune_chaos::follow;
-use immune_nats::streams::{AUDIT, CHAOS, DECIDER, DETECTOR_EVENTS, EXECUTOR, PIPELINE};
-use immune_nats::subject::{ACTIONS_ALL, AUDIT_ALL, RESULTS_ALL};
+use immune_nats::streams::{
+    AUDIT, CHAOS, DECIDER, DETECTOR_EVENTS, DETECTOR_MODELS, EXECUTOR, PIPELINE,
+};
+use immune_nats::subject::{ACTIONS_ALL, ANOMALIES_ALL, AUDIT_ALL, RESULTS_ALL};
 use immune_nats::{
     decode, ActionOutcome, Anomaly, AnomalyState, AuditRecord, ChaosRequest, Event, FaultKind,
     ServiceName, Signature, Stage,
@@ -138,6 +140,54 @@ impl World {
             .expect("read audit")
             .iter()
             .any(|(c, a)| a.what == "incident.recovered" && c.as_deref() == Some(&run.id))
+    }
+
+    /// Waits for the detector's next firing anomaly and then for its open episode in the
+    /// detector's bucket (stored right after the anomaly and its audit are published).
+    async fn fired_and_stored(&self, anomalies: &mut async_nats::Subscriber, phase: &str) {
+        let fired = within(
+            Duration::from_secs(30),
+            &format!("{phase}: the detector to fire"),
+            async {
+                loop {
+                    let message = anomalies.next().await.expect("subscription open");
+                    if let Ok(envelope) = decode(&message.payload) {
+                        if let Event::Anomaly(a) = envelope.body {
+                            if a.state == AnomalyState::Firing {
+                                return a;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        let store = self
+            .bus
+            .bucket(DETECTOR_MODELS)
+            .await
+            .expect("models bucket");
+        let key = format!("open.{}", fired.service);
+        within(
+            Duration::from_secs(5),
+            &format!("{phase}: the open episode stored under {key}"),
+            async {
+                loop {
+                    if let Ok(Some(bytes)) = store.get(&key).await {
+                        let open: Vec<immune_detector::Finding> =
+                            rmp_serde::from_slice(&bytes).expect("open episodes decode");
+                        if open
+                            .iter()
+                            .any(|f| f.anomaly.anomaly_id == fired.anomaly_id)
+                        {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            },
+        )
+        .await;
     }
 
     /// Waits until the run's audit trail holds `(stage, what)`.
@@ -342,10 +392,31 @@ async fn each_stage_killed_mid_incident_the_incident_completes_with_one_restart(
         tokio::time::sleep(Duration::from_secs(3)).await;
         let since = fresh_since().await;
         let drains_before = drains(&world.demo).await;
+        let mut anomalies = match stage {
+            Stage::Detector => Some(
+                world
+                    .bus
+                    .client()
+                    .subscribe(ANOMALIES_ALL)
+                    .await
+                    .expect("subscribe to anomalies"),
+            ),
+            _ => None,
+        };
         let run_id = world.inject(fault).await;
         match stage {
+            // The detector has fired and stored the open episode: its next life must take
+            // the episode back and clear it, or the decider never sees the service recover.
+            Stage::Detector => {
+                world
+                    .fired_and_stored(
+                        anomalies.as_mut().expect("subscribed for the detector"),
+                        &phase,
+                    )
+                    .await;
+            }
             // The fault is in: the die event or failing probes are on their way.
-            Stage::Collector | Stage::Detector => {
+            Stage::Collector => {
                 world
                     .audited(
                         &run_id,

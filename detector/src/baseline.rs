@@ -539,13 +539,23 @@ impl Hysteresis {
         self.open
     }
 
-    pub fn push(&mut self, exceeds: bool) -> Transition {
-        let mask = if self.n == 64 {
+    /// An episode opened before (by an earlier life of the detector): it closes after n
+    /// quiet windows, as if every recent window had been over the threshold.
+    pub fn reopen(&mut self) {
+        self.open = true;
+        self.window = self.mask();
+    }
+
+    fn mask(&self) -> u64 {
+        if self.n == 64 {
             u64::MAX
         } else {
             (1u64 << self.n) - 1
-        };
-        self.window = ((self.window << 1) | u64::from(exceeds)) & mask;
+        }
+    }
+
+    pub fn push(&mut self, exceeds: bool) -> Transition {
+        self.window = ((self.window << 1) | u64::from(exceeds)) & self.mask();
         let count = self.window.count_ones();
         if !self.open && count >= self.k {
             self.open = true;
@@ -757,6 +767,11 @@ impl Track {
 
     pub fn is_open(&self) -> bool {
         self.hysteresis.is_open()
+    }
+
+    /// Takes back an episode opened by an earlier life of the detector.
+    pub fn reopen(&mut self) {
+        self.hysteresis.reopen();
     }
 
     /// The vector last built (lags included), for explanations.

@@ -70,6 +70,41 @@ impl LearnedDetector {
             .insert(service, Learner::resume(model, self.config.clone()));
     }
 
+    /// The episodes of `service` that fired and have not cleared, in a stable order.
+    pub fn open_episodes(&self, service: &ServiceName) -> Vec<Finding> {
+        let mut open: Vec<Finding> = self
+            .instances
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .filter_map(|(_, i)| i.episode.clone())
+            .map(|(anomaly, correlation_id)| Finding {
+                anomaly,
+                correlation_id,
+            })
+            .collect();
+        open.sort_by(|a, b| a.anomaly.anomaly_id.cmp(&b.anomaly.anomaly_id));
+        open
+    }
+
+    /// Takes back an episode an earlier life of the detector fired and did not clear: it
+    /// clears, with the same anomaly id, after n quiet windows. Returns false for an anomaly
+    /// this detector did not fire.
+    pub fn restore(&mut self, open: Finding) -> bool {
+        if open.anomaly.detector != DETECTOR {
+            return false;
+        }
+        let mut track = Track::new(&self.config);
+        track.reopen();
+        self.instances.insert(
+            (open.anomaly.service.clone(), open.anomaly.instance.clone()),
+            Instance {
+                track,
+                episode: Some((open.anomaly, open.correlation_id)),
+            },
+        );
+        true
+    }
+
     pub fn model(&self, service: &ServiceName) -> Option<&Model> {
         self.learners.get(service).and_then(Learner::model)
     }
@@ -311,6 +346,49 @@ mod tests {
             .next()
             .expect("fires within k windows, no warm-up");
         assert_eq!(fired.anomaly.signature, Signature::TrafficDrop);
+    }
+
+    #[test]
+    fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let mut first = LearnedDetector::new(config.clone());
+        let mut model = None;
+        for at in 0..60 + SKIPPED {
+            model = model.or(first.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+        }
+        let fired = (60 + SKIPPED..70 + SKIPPED)
+            .find_map(|at| first.on_snapshot(&snapshot(at, 400.0, 50.0), None).finding)
+            .expect("fires");
+        let service = fired.anomaly.service.clone();
+        let open = first.open_episodes(&service);
+        assert_eq!(open, vec![fired.clone()]);
+
+        let mut second = LearnedDetector::new(config.clone());
+        second.resume(service.clone(), model.expect("fitted"));
+        assert!(second.restore(open[0].clone()));
+        let mut rule = fired.clone();
+        rule.anomaly.detector = "rule:container_died".into();
+        assert!(!second.restore(rule), "not the learned detector's episode");
+        let mut cleared = None;
+        let mut quiet = 0u32;
+        for at in 0..20 {
+            quiet += 1;
+            if let Some(f) = second.on_snapshot(&snapshot(at, 20.0, 50.0), None).finding {
+                cleared = Some(f);
+                break;
+            }
+        }
+        let cleared = cleared.expect("clears in the second life");
+        assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
+        assert_eq!(cleared.anomaly.anomaly_id, fired.anomaly.anomaly_id);
+        assert!(
+            quiet >= config.n,
+            "n quiet windows close it, as in the first life: {quiet}"
+        );
+        assert!(second.open_episodes(&service).is_empty());
     }
 
     /// A container's first snapshot holds no rates (they need two scrapes): the model must

@@ -6,7 +6,8 @@
 //! the baseline's own scores, k-of-n hysteresis, refits that leave anomalies out) and says
 //! why a vector is abnormal: which metrics, which way, what kind of trouble ([`learned`] runs
 //! it on live snapshots). Models are stored in a key-value bucket ([`snapshot`]) so a
-//! restarted detector resumes at once.
+//! restarted detector resumes at once, and so are open episodes ([`episodes`]), so it clears
+//! what its previous life fired.
 //!
 //! Each anomaly episode is published twice on `immune.anomalies.<service>`: `Firing` when it
 //! opens, `Cleared` when it ends (for rules: running and healthy again; learned: n quiet
@@ -17,6 +18,7 @@
 //! of the metrics stream with another configuration.
 
 pub mod baseline;
+pub mod episodes;
 pub mod eval;
 pub mod learned;
 pub mod replay;
@@ -24,7 +26,7 @@ pub mod rules;
 pub mod snapshot;
 
 use async_nats::jetstream::kv;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
 use immune_nats::{AnomalyState, Event, MetricSnapshot, ServiceName, SnapshotScope, Stage};
@@ -78,12 +80,15 @@ pub enum DetectorError {
     Bus(#[from] BusError),
 }
 
-/// Both detectors and where models are kept.
+/// Both detectors and where models and open episodes are kept.
 #[derive(Debug)]
 struct Detectors {
     rules: RuleEngine,
     learned: LearnedDetector,
-    models: Option<kv::Store>,
+    store: kv::Store,
+    learn: bool,
+    /// Services whose stored open episodes were taken back (or found to be none).
+    restored: HashSet<ServiceName>,
     /// Which services each service calls, from the latest snapshot's labels; every anomaly
     /// carries it so the decider can find the root cause.
     topology: HashMap<ServiceName, Vec<ServiceName>>,
@@ -104,15 +109,12 @@ pub async fn run(
     .await?;
     let mut metrics = bus.inbox(DETECTOR_METRICS).await?;
     let mut events = bus.inbox(DETECTOR_EVENTS).await?;
-    let models = if config.learned.enabled {
-        Some(bus.bucket(DETECTOR_MODELS).await?)
-    } else {
-        None
-    };
     let mut detectors = Detectors {
         rules: RuleEngine::new(config.rules.clone()),
         learned: LearnedDetector::new(config.learned.clone()),
-        models,
+        store: bus.bucket(DETECTOR_MODELS).await?,
+        learn: config.learned.enabled,
+        restored: HashSet::new(),
         topology: HashMap::new(),
     };
     tracing::info!(learned = config.learned.enabled, "detector running");
@@ -129,9 +131,18 @@ pub async fn run(
     Ok(())
 }
 
-/// Feeds one delivery to the detectors, publishes what they found, then acknowledges. A
-/// publish failure leaves the delivery unacknowledged: it comes back and is judged again.
+/// Feeds one delivery to the detectors, publishes what they found, stores the services'
+/// open episodes, then acknowledges. A publish failure leaves the delivery unacknowledged:
+/// it comes back and is judged again.
 async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
+    let about = match &delivery.envelope.body {
+        Event::MetricSnapshot(s) if s.scope != SnapshotScope::Service => Some(&s.service),
+        Event::ContainerEvent(e) => Some(&e.service),
+        _ => None,
+    };
+    if let Some(service) = about {
+        restore(bus, detectors, service).await;
+    }
     let mut findings = Vec::new();
     match &delivery.envelope.body {
         // Rules and the learned model judge instances (an action needs a container); a
@@ -169,6 +180,19 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
             return;
         }
     }
+    let mut changed: Vec<&ServiceName> = findings.iter().map(|f| &f.anomaly.service).collect();
+    changed.sort();
+    changed.dedup();
+    for service in changed {
+        let mut open = detectors.rules.open_episodes(service);
+        open.extend(detectors.learned.open_episodes(service));
+        if let Err(e) = episodes::save(&detectors.store, service, &open).await {
+            bus.telemetry().observe(Observation::Failed {
+                what: e.kind(),
+                error: &e.to_string(),
+            });
+        }
+    }
     if let Err(e) = delivery.ack().await {
         bus.telemetry().observe(Observation::Failed {
             what: "ack",
@@ -177,10 +201,44 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
     }
 }
 
+/// The first time a service is seen: takes back the episodes an earlier life of the
+/// detector fired on it and did not clear. A failed read is counted and tried again with the
+/// service's next event.
+async fn restore(bus: &Bus, detectors: &mut Detectors, service: &ServiceName) {
+    if detectors.restored.contains(service) {
+        return;
+    }
+    match episodes::load(&detectors.store, service).await {
+        Ok(open) => {
+            for finding in open {
+                let (id, instance) = (
+                    finding.anomaly.anomaly_id.clone(),
+                    finding.anomaly.instance.clone(),
+                );
+                if detectors.rules.restore(finding.clone()) || detectors.learned.restore(finding) {
+                    tracing::info!(%service, %instance, anomaly = %id, "open episode resumed from the bucket");
+                    bus.telemetry().observe(Observation::Acted {
+                        what: "episode_resumed",
+                        service: service.as_str(),
+                    });
+                }
+            }
+            detectors.restored.insert(service.clone());
+        }
+        Err(e) => bus.telemetry().observe(Observation::Failed {
+            what: e.kind(),
+            error: &e.to_string(),
+        }),
+    }
+}
+
 /// The learned detector's part: resume a stored model the first time a service is seen,
 /// judge the snapshot, store a model fitted just now.
 async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Option<Finding> {
-    let store = detectors.models.as_ref()?;
+    if !detectors.learn {
+        return None;
+    }
+    let store = &detectors.store;
     if !detectors.learned.knows(&s.service) {
         match snapshot::load(store, &s.service).await {
             Ok(Some(model)) => {

@@ -41,8 +41,9 @@ impl Default for RuleConfig {
     }
 }
 
-/// An anomaly to publish, with the correlation id it belongs to.
-#[derive(Debug, Clone, PartialEq)]
+/// An anomaly to publish, with the correlation id it belongs to. Also what is stored of an
+/// open episode (see [`crate::episodes`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub anomaly: Anomaly,
     pub correlation_id: String,
@@ -92,6 +93,48 @@ impl RuleEngine {
         if self.chaos_runs.get(service).map(String::as_str) == Some(run_id) {
             self.chaos_runs.remove(service);
         }
+    }
+
+    /// The episodes of `service` that fired and have not cleared, in a stable order.
+    pub fn open_episodes(&self, service: &ServiceName) -> Vec<Finding> {
+        let mut open: Vec<Finding> = self
+            .instances
+            .iter()
+            .filter(|((s, _), _)| s == service)
+            .flat_map(|(_, i)| [&i.episode, &i.attack])
+            .filter_map(|e| {
+                e.anomaly.clone().map(|anomaly| Finding {
+                    anomaly,
+                    correlation_id: e.correlation_id.clone(),
+                })
+            })
+            .collect();
+        open.sort_by(|a, b| a.anomaly.anomaly_id.cmp(&b.anomaly.anomaly_id));
+        open
+    }
+
+    /// Takes back an episode a previous life of the detector fired and did not clear, so it
+    /// clears (with the same anomaly id) once the instance is well again instead of staying
+    /// open at the decider forever. Returns false for an anomaly no rule fired.
+    pub fn restore(&mut self, open: Finding) -> bool {
+        let attack = match open.anomaly.detector.as_str() {
+            "rule:attack_burst" => true,
+            d if d.starts_with("rule:") => false,
+            _ => return false,
+        };
+        let key = (open.anomaly.service.clone(), open.anomaly.instance.clone());
+        let instance = self.instances.entry(key).or_default();
+        let episode = Episode {
+            anomaly: Some(open.anomaly),
+            correlation_id: open.correlation_id,
+        };
+        if attack {
+            instance.attack_streak = i64::from(self.config.attack_snapshots.max(1));
+            instance.attack = episode;
+        } else {
+            instance.episode = episode;
+        }
+        true
     }
 
     /// The chaos run in force on `service`, if any.
@@ -450,6 +493,54 @@ mod tests {
             .on_snapshot(&snapshot(ContainerState::Running, Some(true), 12))
             .expect("clears");
         assert_eq!(cleared.correlation_id, "run-42");
+    }
+
+    #[test]
+    fn a_restarted_engine_clears_the_episodes_its_previous_life_fired() {
+        let mut first = RuleEngine::new(RuleConfig {
+            attack_snapshots: 1,
+            ..RuleConfig::default()
+        });
+        first.on_chaos_injected(&samples::chaos_injected());
+        let mut died = samples::container_event();
+        died.observed_ms = 10;
+        let crashed = first.on_container_event(&died).expect("fires");
+        let attack = first.on_attack(&refusing(Some(50.0), 11)).expect("fires");
+        let service = crashed.anomaly.service.clone();
+        let open = first.open_episodes(&service);
+        assert_eq!(open.len(), 2);
+        assert!(first
+            .open_episodes(&ServiceName::new("payments").expect("a valid name"))
+            .is_empty());
+
+        // The second life knows nothing but what was stored.
+        let mut second = RuleEngine::new(RuleConfig {
+            attack_snapshots: 1,
+            ..RuleConfig::default()
+        });
+        for finding in open {
+            assert!(second.restore(finding));
+        }
+        assert_eq!(second.open_episodes(&service).len(), 2);
+        assert!(
+            second.on_container_event(&died).is_none(),
+            "the redelivered death is the same episode"
+        );
+        let cleared = second
+            .on_snapshot(&snapshot(ContainerState::Running, Some(true), 12))
+            .expect("clears");
+        assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
+        assert_eq!(cleared.anomaly.anomaly_id, crashed.anomaly.anomaly_id);
+        assert_eq!(cleared.correlation_id, "run-42");
+        let calm = second
+            .on_attack(&refusing(Some(0.0), 13))
+            .expect("the attack clears too");
+        assert_eq!(calm.anomaly.anomaly_id, attack.anomaly.anomaly_id);
+        assert!(second.open_episodes(&service).is_empty());
+
+        let mut learned = crashed;
+        learned.anomaly.detector = "pca".into();
+        assert!(!second.restore(learned), "not a rule's episode");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Against a real nats-server: a restarted detector resumes its learned model from the
 //! key-value bucket and scores at once, without a new warm-up; and a replay re-scores the
-//! stored metrics with another configuration.
+//! stored metrics with another configuration. A restarted detector also clears the episodes
+//! its previous life fired.
 
 use std::time::Duration;
 
@@ -172,4 +173,119 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         .expect("replays");
     assert_eq!(report.findings.len(), 1);
     assert_eq!(report.findings[0].anomaly.signature, Signature::LatencyUp);
+}
+
+/// The next anomaly on the subscription.
+async fn next_anomaly(anomalies: &mut async_nats::Subscriber, what: &str) -> immune_nats::Anomaly {
+    // 45 s: see the stalled first delivery after an in-process restart above.
+    within(Duration::from_secs(45), what, async {
+        loop {
+            let message = anomalies.next().await.expect("subscription open");
+            if let Ok(envelope) = decode(&message.payload) {
+                if let Event::Anomaly(a) = envelope.body {
+                    return a;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
+    let nats = NatsServer::start().await;
+    let bus = client(&nats.url()).await;
+    let mut anomalies = bus
+        .client()
+        .subscribe(subject::ANOMALIES_ALL)
+        .await
+        .expect("subscribe");
+    let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    let mut died = samples::container_event();
+    died.observed_ms = 1_000;
+    let key = format!("open.{}", died.service);
+
+    // First life: the container dies; the episode fires and is stored as open.
+    let (trigger, shutdown) = Shutdown::new();
+    let running = tokio::spawn(immune_detector::run(
+        config(&nats.url()),
+        Telemetry::new(Stage::Detector),
+        shutdown,
+    ));
+    bus.publish(None, Event::ContainerEvent(died.clone()))
+        .await
+        .expect("publish");
+    let fired = next_anomaly(&mut anomalies, "the death to fire").await;
+    assert_eq!(fired.state, AnomalyState::Firing);
+    assert_eq!(fired.signature, Signature::Crashed);
+    let stored = within(Duration::from_secs(10), "the open episode stored", async {
+        loop {
+            if let Ok(Some(bytes)) = store.get(&key).await {
+                let open: Vec<immune_detector::Finding> =
+                    rmp_serde::from_slice(&bytes).expect("decodes");
+                if !open.is_empty() {
+                    return open;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].anomaly.anomaly_id, fired.anomaly_id);
+    trigger.trigger();
+    within(
+        Duration::from_secs(20),
+        "the first detector to stop",
+        running,
+    )
+    .await
+    .expect("joins")
+    .expect("stops cleanly");
+
+    // Second life: the container is running and healthy again. The episode the first life
+    // fired clears, with its id, so the decider can call the service recovered.
+    let (trigger, shutdown) = Shutdown::new();
+    let second = Telemetry::new(Stage::Detector);
+    let running = tokio::spawn(immune_detector::run(
+        config(&nats.url()),
+        second.clone(),
+        shutdown,
+    ));
+    let mut healthy = samples::metric_snapshot();
+    healthy.observed_ms = 2_000;
+    bus.publish(None, Event::MetricSnapshot(healthy))
+        .await
+        .expect("publish");
+    let cleared = next_anomaly(
+        &mut anomalies,
+        "the first life's episode to clear (is it read back from the bucket?)",
+    )
+    .await;
+    assert_eq!(cleared.state, AnomalyState::Cleared);
+    assert_eq!(cleared.anomaly_id, fired.anomaly_id);
+    assert_eq!(cleared.instance, died.instance);
+    assert_eq!(second.count("acted", "episode_resumed"), 1);
+    within(Duration::from_secs(10), "no open episode left", async {
+        loop {
+            if let Ok(Some(bytes)) = store.get(&key).await {
+                let open: Vec<immune_detector::Finding> =
+                    rmp_serde::from_slice(&bytes).expect("decodes");
+                if open.is_empty() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    trigger.trigger();
+    within(
+        Duration::from_secs(20),
+        "the second detector to stop",
+        running,
+    )
+    .await
+    .expect("joins")
+    .expect("stops cleanly");
 }

@@ -1,0 +1,58 @@
+//! Open episodes in the key-value bucket [`immune_nats::streams::DETECTOR_MODELS`], key `open.<service>` beside
+//! the service's model: every anomaly of the service that fired and has not cleared, rules'
+//! and learned. A restarted detector takes them back the first time it sees the service, so
+//! an episode fired by its previous life still clears (with the same anomaly id) when the
+//! instance is well again. Without this the decider would wait for a clearance that never
+//! comes and call a healed service unverified.
+
+use async_nats::jetstream::kv;
+use immune_nats::ServiceName;
+
+use crate::rules::Finding;
+use crate::snapshot::SnapshotError;
+
+/// Service names are valid key-value keys (`[A-Za-z0-9_-]`); the prefix keeps them apart
+/// from the models, keyed by the bare service name.
+fn key(service: &ServiceName) -> String {
+    format!("open.{service}")
+}
+
+/// Stores the open episodes of `service` (an empty list when none is open).
+pub async fn save(
+    store: &kv::Store,
+    service: &ServiceName,
+    open: &[Finding],
+) -> Result<(), SnapshotError> {
+    let bytes = rmp_serde::to_vec_named(open).map_err(|e| SnapshotError::Encode {
+        service: service.to_string(),
+        reason: format!("open episodes: {e}"),
+    })?;
+    store
+        .put(key(service), bytes.into())
+        .await
+        .map_err(|e| SnapshotError::Store {
+            service: service.to_string(),
+            op: "put open episodes",
+            reason: e.to_string(),
+        })?;
+    Ok(())
+}
+
+/// The open episodes stored for `service` (none when nothing was stored).
+pub async fn load(store: &kv::Store, service: &ServiceName) -> Result<Vec<Finding>, SnapshotError> {
+    let entry = store
+        .get(key(service))
+        .await
+        .map_err(|e| SnapshotError::Store {
+            service: service.to_string(),
+            op: "get open episodes",
+            reason: e.to_string(),
+        })?;
+    let Some(bytes) = entry else {
+        return Ok(Vec::new());
+    };
+    rmp_serde::from_slice(&bytes).map_err(|e| SnapshotError::Decode {
+        service: service.to_string(),
+        reason: format!("open episodes: {e}"),
+    })
+}

@@ -9,7 +9,7 @@ use async_nats::jetstream::kv;
 use immune_nats::ServiceName;
 
 use crate::rules::Finding;
-use crate::snapshot::SnapshotError;
+use crate::snapshot::{self, SnapshotError};
 
 /// Service names are valid key-value keys (`[A-Za-z0-9_-]`); the prefix keeps them apart
 /// from the models, keyed by the bare service name.
@@ -23,36 +23,11 @@ pub async fn save(
     service: &ServiceName,
     open: &[Finding],
 ) -> Result<(), SnapshotError> {
-    let bytes = rmp_serde::to_vec_named(open).map_err(|e| SnapshotError::Encode {
-        service: service.to_string(),
-        reason: format!("open episodes: {e}"),
-    })?;
-    store
-        .put(key(service), bytes.into())
-        .await
-        .map_err(|e| SnapshotError::Store {
-            service: service.to_string(),
-            op: "put open episodes",
-            reason: e.to_string(),
-        })?;
-    Ok(())
+    snapshot::put(store, &key(service), service, "open episodes", &open).await
 }
 
 /// The open episodes stored for `service` (none when nothing was stored).
 pub async fn load(store: &kv::Store, service: &ServiceName) -> Result<Vec<Finding>, SnapshotError> {
-    let entry = store
-        .get(key(service))
-        .await
-        .map_err(|e| SnapshotError::Store {
-            service: service.to_string(),
-            op: "get open episodes",
-            reason: e.to_string(),
-        })?;
-    let Some(bytes) = entry else {
-        return Ok(Vec::new());
-    };
-    rmp_serde::from_slice(&bytes).map_err(|e| SnapshotError::Decode {
-        service: service.to_string(),
-        reason: format!("open episodes: {e}"),
-    })
+    let open = snapshot::get(store, &key(service), service, "open episodes").await?;
+    Ok(open.unwrap_or_default())
 }

@@ -327,20 +327,26 @@ mod tests {
         assert_eq!(cleared.correlation_id, "run-1");
     }
 
+    /// A detector that learned its baseline of normal snapshots, and the model it fitted.
+    fn trained(config: &LearnedConfig) -> (LearnedDetector, Model) {
+        let mut detector = LearnedDetector::new(config.clone());
+        let mut model = None;
+        for at in 0..config.baseline as u64 + SKIPPED {
+            model = model.or(detector.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+        }
+        (detector, model.expect("a model after the baseline"))
+    }
+
     #[test]
     fn a_resumed_model_scores_at_once() {
         let config = LearnedConfig {
             baseline: 60,
             ..Default::default()
         };
-        let mut first = LearnedDetector::new(config.clone());
-        let mut model = None;
-        for at in 0..60 + SKIPPED {
-            model = model.or(first.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
-        }
+        let (_, model) = trained(&config);
         let service = samples::metric_snapshot().service;
         let mut second = LearnedDetector::new(config);
-        second.resume(service, model.expect("fitted"));
+        second.resume(service, model);
         let fired = (0..3)
             .filter_map(|at| second.on_snapshot(&snapshot(at, 20.0, 2.0), None).finding)
             .next()
@@ -354,11 +360,7 @@ mod tests {
             baseline: 60,
             ..Default::default()
         };
-        let mut first = LearnedDetector::new(config.clone());
-        let mut model = None;
-        for at in 0..60 + SKIPPED {
-            model = model.or(first.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
-        }
+        let (mut first, model) = trained(&config);
         let fired = (60 + SKIPPED..70 + SKIPPED)
             .find_map(|at| first.on_snapshot(&snapshot(at, 400.0, 50.0), None).finding)
             .expect("fires");
@@ -367,7 +369,7 @@ mod tests {
         assert_eq!(open, vec![fired.clone()]);
 
         let mut second = LearnedDetector::new(config.clone());
-        second.resume(service.clone(), model.expect("fitted"));
+        second.resume(service.clone(), model);
         assert!(second.restore(open[0].clone()));
         let mut rule = fired.clone();
         rule.anomaly.detector = "rule:container_died".into();

@@ -12,6 +12,7 @@ use immune_nats::streams::DETECTOR_MODELS;
 use immune_nats::{
     decode, feature, samples, subject, AnomalyState, Event, MetricSnapshot, Signature, Stage,
 };
+use immune_runtime::shutdown::ShutdownTrigger;
 use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{within, NatsServer};
 
@@ -57,13 +58,7 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
     let service = samples::metric_snapshot().service;
 
     // First life: learns the baseline and stores the model.
-    let (trigger, shutdown) = Shutdown::new();
-    let first = Telemetry::new(Stage::Detector);
-    let running = tokio::spawn(immune_detector::run(
-        config(&nats.url()),
-        first.clone(),
-        shutdown,
-    ));
+    let first = Life::start(&nats.url());
     // The first snapshots of a service name its columns, then 60 make the baseline.
     let warm = 60 + u64::from(COLUMN_DISCOVERY_SNAPSHOTS) - 1;
     for at in 0..warm {
@@ -85,16 +80,8 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         },
     )
     .await;
-    assert_eq!(first.count("acted", "model_fitted"), 1);
-    trigger.trigger();
-    within(
-        Duration::from_secs(20),
-        "the first detector to stop",
-        running,
-    )
-    .await
-    .expect("joins")
-    .expect("stops cleanly");
+    assert_eq!(first.telemetry.count("acted", "model_fitted"), 1);
+    first.stop("the first detector to stop").await;
 
     // Second life: three slow windows fire at once (k = 3), no new baseline needed.
     let mut anomalies = bus
@@ -102,13 +89,7 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         .subscribe(subject::ANOMALIES_ALL)
         .await
         .expect("subscribe");
-    let (trigger, shutdown) = Shutdown::new();
-    let second = Telemetry::new(Stage::Detector);
-    let running = tokio::spawn(immune_detector::run(
-        config(&nats.url()),
-        second.clone(),
-        shutdown,
-    ));
+    let second = Life::start(&nats.url());
     for at in 100..103 {
         bus.publish(None, Event::MetricSnapshot(snapshot(at, 400.0)))
             .await
@@ -130,21 +111,13 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         anomaly.started_ms
     );
     assert_eq!(anomaly.contributions[0].metric, feature::LATENCY_P99_MS);
-    assert_eq!(second.count("acted", "model_resumed"), 1);
+    assert_eq!(second.telemetry.count("acted", "model_resumed"), 1);
     assert_eq!(
-        second.count("acted", "model_fitted"),
+        second.telemetry.count("acted", "model_fitted"),
         0,
         "no warm-up, no new fit"
     );
-    trigger.trigger();
-    within(
-        Duration::from_secs(20),
-        "the second detector to stop",
-        running,
-    )
-    .await
-    .expect("joins")
-    .expect("stops cleanly");
+    second.stop("the second detector to stop").await;
 
     // Replay of the stored range with a stricter hysteresis (all of 5): three slow windows
     // are not enough then; with the shipped 3 of 5 they are.
@@ -193,12 +166,7 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     let key = format!("open.{}", died.service);
 
     // First life: the container dies; the episode fires and is stored as open.
-    let (trigger, shutdown) = Shutdown::new();
-    let running = tokio::spawn(immune_detector::run(
-        config(&nats.url()),
-        Telemetry::new(Stage::Detector),
-        shutdown,
-    ));
+    let first = Life::start(&nats.url());
     bus.publish(None, Event::ContainerEvent(died.clone()))
         .await
         .expect("publish");
@@ -211,25 +179,11 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     .await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].anomaly.anomaly_id, fired.anomaly_id);
-    trigger.trigger();
-    within(
-        Duration::from_secs(20),
-        "the first detector to stop",
-        running,
-    )
-    .await
-    .expect("joins")
-    .expect("stops cleanly");
+    first.stop("the first detector to stop").await;
 
     // Second life: the container is running and healthy again. The episode the first life
     // fired clears, with its id, so the decider can call the service recovered.
-    let (trigger, shutdown) = Shutdown::new();
-    let second = Telemetry::new(Stage::Detector);
-    let running = tokio::spawn(immune_detector::run(
-        config(&nats.url()),
-        second.clone(),
-        shutdown,
-    ));
+    let second = Life::start(&nats.url());
     let mut healthy = samples::metric_snapshot();
     healthy.observed_ms = 2_000;
     bus.publish(None, Event::MetricSnapshot(healthy))
@@ -243,17 +197,9 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     assert_eq!(cleared.state, AnomalyState::Cleared);
     assert_eq!(cleared.anomaly_id, fired.anomaly_id);
     assert_eq!(cleared.instance, died.instance);
-    assert_eq!(second.count("acted", "episode_resumed"), 1);
+    assert_eq!(second.telemetry.count("acted", "episode_resumed"), 1);
     open_episodes(&store, &key, "no open episode left", Vec::is_empty).await;
-    trigger.trigger();
-    within(
-        Duration::from_secs(20),
-        "the second detector to stop",
-        running,
-    )
-    .await
-    .expect("joins")
-    .expect("stops cleanly");
+    second.stop("the second detector to stop").await;
 }
 
 /// The open episodes stored under `key`, once `until` holds for them.
@@ -276,4 +222,36 @@ async fn open_episodes(
         }
     })
     .await
+}
+
+/// One life of the detector, run in this process.
+struct Life {
+    telemetry: Telemetry,
+    trigger: ShutdownTrigger,
+    running: tokio::task::JoinHandle<Result<(), immune_detector::DetectorError>>,
+}
+
+impl Life {
+    fn start(url: &str) -> Life {
+        let (trigger, shutdown) = Shutdown::new();
+        let telemetry = Telemetry::new(Stage::Detector);
+        let running = tokio::spawn(immune_detector::run(
+            config(url),
+            telemetry.clone(),
+            shutdown,
+        ));
+        Life {
+            telemetry,
+            trigger,
+            running,
+        }
+    }
+
+    async fn stop(self, what: &str) {
+        self.trigger.trigger();
+        within(Duration::from_secs(20), what, self.running)
+            .await
+            .expect("joins")
+            .expect("stops cleanly");
+    }
 }

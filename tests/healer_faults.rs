@@ -193,10 +193,8 @@ impl World {
     /// Waits until the run's audit trail holds `(stage, what)`.
     async fn audited(&self, run: &Run, stage: Stage, what: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let mut last = Ok(Vec::new());
         while Instant::now() < deadline {
-            last = self.trail(run).await;
-            if let Ok(trail) = &last {
+            if let Ok(trail) = self.trail(run).await {
                 if trail.iter().any(|r| r.stage == stage && r.what == what) {
                     return;
                 }
@@ -204,14 +202,23 @@ impl World {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!(
-            "no {stage} {what} for run {} within {limit:?}; trail: {:#?}\nstage logs:\n{}",
+            "no {stage} {what} for run {} within {limit:?}; {}",
             run.id,
-            last.map(|t| t
-                .iter()
-                .map(|r| format!("{} {}: {} / {}", r.stage, r.what, r.why, r.outcome))
-                .collect::<Vec<_>>()),
-            self.stages.log_tails(20)
+            self.story(run).await
         );
+    }
+
+    /// The run's audit trail and the tails of the stage logs, for a failure message.
+    async fn story(&self, run: &Run) -> String {
+        let trail = self.trail(run).await.map(|t| {
+            t.iter()
+                .map(|r| format!("{} {}: {} / {}", r.stage, r.what, r.why, r.outcome))
+                .collect::<Vec<_>>()
+        });
+        format!(
+            "trail: {trail:#?}\nstage logs:\n{}",
+            self.stages.log_tails(30)
+        )
     }
 
     /// The action ids requested for the run (a resumed decider asks again under the same
@@ -250,11 +257,12 @@ impl World {
     /// and Docker started the container exactly once since `since`.
     async fn assert_one_restart(&self, run: &Run, since: i64, phase: &str) {
         let (requests, results) = self.actions_and_results(run).await;
-        assert_eq!(
-            requests.len(),
-            1,
-            "{phase}: exactly one action request expected: {requests:?}"
-        );
+        if requests.len() != 1 {
+            panic!(
+                "{phase}: exactly one action request expected: {requests:?}\n{}",
+                self.story(run).await
+            );
+        }
         assert_eq!(
             results,
             vec![(requests[0].clone(), ActionOutcome::Succeeded)],

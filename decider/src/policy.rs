@@ -223,7 +223,18 @@ pub struct Decider {
     chaos_runs: HashMap<ServiceName, String>,
     /// Stopgaps of recovered incidents waiting to be lifted.
     lifts: Vec<Lift>,
+    /// Anomalies the decider is done with (cleared, or escalated to a human), by id, and
+    /// when: a firing of one of them delivered again (its acknowledgement lost in a NATS
+    /// restart, say) is old news, not a new fault.
+    /// Kept for [`SETTLED_KEEP_MS`], at most [`SETTLED_MAX`].
+    settled: HashMap<String, u64>,
 }
+
+/// How long a cleared anomaly's id is remembered: far beyond any redelivery (ack waits are
+/// 30 s).
+pub const SETTLED_KEEP_MS: u64 = 3_600_000;
+/// At most this many cleared anomalies are remembered (the oldest go first).
+pub const SETTLED_MAX: usize = 10_000;
 
 /// The undoing of a stopgap, due at `due`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +292,7 @@ impl Decider {
             depends_on: HashMap::new(),
             chaos_runs: HashMap::new(),
             lifts: Vec::new(),
+            settled: HashMap::new(),
         }
     }
 
@@ -340,6 +352,9 @@ impl Decider {
         now_ms: u64,
         out: &mut Vec<Decided>,
     ) {
+        if self.settled.contains_key(&anomaly.anomaly_id) {
+            return; // delivered again after it cleared
+        }
         let service = anomaly.service.clone();
         self.depends_on
             .insert(service.clone(), anomaly.depends_on.clone());
@@ -433,6 +448,7 @@ impl Decider {
     }
 
     fn on_cleared(&mut self, anomaly: &Anomaly, now_ms: u64, out: &mut Vec<Decided>) {
+        self.settle(&anomaly.anomaly_id, now_ms);
         let Some(open) = self.open.get_mut(&anomaly.service) else {
             return;
         };
@@ -550,6 +566,24 @@ impl Decider {
         });
         if what == "control.changed" {
             self.retry_pending(now_ms, out);
+        }
+    }
+
+    /// Remembers that `anomaly_id` cleared, and forgets what is too old or too many.
+    fn settle(&mut self, anomaly_id: &str, now_ms: u64) {
+        self.settled.insert(anomaly_id.to_string(), now_ms);
+        self.settled
+            .retain(|_, at| now_ms.saturating_sub(*at) < SETTLED_KEEP_MS);
+        if self.settled.len() > SETTLED_MAX {
+            let mut by_age: Vec<(u64, String)> = self
+                .settled
+                .iter()
+                .map(|(id, at)| (*at, id.clone()))
+                .collect();
+            by_age.sort();
+            for (_, id) in by_age.into_iter().take(self.settled.len() - SETTLED_MAX) {
+                self.settled.remove(&id);
+            }
         }
     }
 
@@ -970,6 +1004,7 @@ impl Decider {
         let Some(mut open) = self.open.remove(service) else {
             return;
         };
+        self.settle(&open.anomaly.anomaly_id, now_ms);
         open.incident.state = IncidentState::Escalated;
         note(&mut open, now_ms, format!("escalated to a human: {why}"));
         emit_incident(&open, out);

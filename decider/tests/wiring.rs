@@ -22,8 +22,10 @@ async fn client_bus(url: &str) -> Bus {
         .expect("test client connects to nats-server")
 }
 
+/// The anomaly of `service` (one per service: its firing and its clearing share the id).
 fn anomaly(service: &str, state: AnomalyState) -> Anomaly {
     Anomaly {
+        anomaly_id: format!("anomaly-{service}"),
         service: ServiceName::new(service).expect("name"),
         instance: format!("{service}-1"),
         container_id: format!("container-{service}"),

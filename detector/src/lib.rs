@@ -148,6 +148,12 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
         // Rules and the learned model judge instances (an action needs a container); a
         // service roll-up is for dashboards and the scorecard.
         Event::MetricSnapshot(s) if s.scope == SnapshotScope::Service => {}
+        Event::MetricSnapshot(s) if !detectors.rules.fresh(s) => {
+            bus.telemetry().observe(Observation::Refused {
+                what: "stale_snapshot",
+                reason: "older than one already judged",
+            });
+        }
         Event::MetricSnapshot(s) => {
             detectors
                 .topology

@@ -63,6 +63,8 @@ struct Instance {
     /// is old news (the die of a restart that already completed).
     last_healthy_ms: u64,
     episode: Episode,
+    /// When the newest snapshot judged was observed: an older one is a redelivery.
+    last_snapshot_ms: u64,
     /// Snapshots in a row above (positive) or below (negative) the attack threshold.
     attack_streak: i64,
     attack: Episode,
@@ -93,6 +95,20 @@ impl RuleEngine {
         if self.chaos_runs.get(service).map(String::as_str) == Some(run_id) {
             self.chaos_runs.remove(service);
         }
+    }
+
+    /// Whether `snapshot` is newer than every snapshot of its instance judged before, and
+    /// if so, remembers it as the newest. An older one (or the same one again) is a
+    /// redelivery, after a NATS restart for instance: judged again it would reopen an episode
+    /// the newer snapshots already cleared, so the stage skips it.
+    pub fn fresh(&mut self, snapshot: &MetricSnapshot) -> bool {
+        let key = (snapshot.service.clone(), snapshot.instance.clone());
+        let instance = self.instances.entry(key).or_default();
+        if snapshot.observed_ms <= instance.last_snapshot_ms {
+            return false;
+        }
+        instance.last_snapshot_ms = snapshot.observed_ms;
+        true
     }
 
     /// The episodes of `service` that fired and have not cleared, in a stable order.
@@ -541,6 +557,22 @@ mod tests {
         let mut learned = crashed;
         learned.anomaly.detector = "pca".into();
         assert!(!second.restore(learned), "not a rule's episode");
+    }
+
+    #[test]
+    fn a_redelivered_snapshot_is_not_fresh() {
+        let mut rules = RuleEngine::new(RuleConfig::default());
+        let exited = snapshot(ContainerState::Exited, None, 10);
+        assert!(rules.fresh(&exited));
+        assert!(rules.on_snapshot(&exited).is_some());
+        let healthy = snapshot(ContainerState::Running, Some(true), 11);
+        assert!(rules.fresh(&healthy));
+        assert!(rules.on_snapshot(&healthy).is_some(), "clears");
+        assert!(!rules.fresh(&exited), "older: a redelivery");
+        assert!(!rules.fresh(&healthy), "the same one again");
+        let mut other = snapshot(ContainerState::Running, Some(true), 5);
+        other.instance = "orders-2".into();
+        assert!(rules.fresh(&other), "each instance has its own clock");
     }
 
     #[test]

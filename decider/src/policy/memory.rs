@@ -1,6 +1,7 @@
 //! What a restarted decider must know to carry on where the last one stopped: every open
 //! incident (its phase, the action in flight, what was tried), cooldowns, containers with an
-//! action in flight, rate budgets, chaos runs in force and stopgaps waiting to be lifted.
+//! action in flight, rate budgets, chaos runs in force, stopgaps waiting to be lifted and
+//! the anomalies that have cleared.
 //!
 //! Pure: [`Decider::memory`] gives one MessagePack entry per key, [`Decider::remember`] takes
 //! them back. `open.<service>` holds one open incident, [`SHARED_KEY`] the rest; the stage
@@ -30,6 +31,8 @@ struct Shared {
     /// Tokens left and when they were counted.
     global_budget: Option<(f64, u64)>,
     service_budgets: Vec<(ServiceName, f64, u64)>,
+    /// Cleared anomalies and when they cleared.
+    settled: Vec<(String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,12 @@ impl Decider {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
             },
+            settled: sorted(
+                self.settled
+                    .iter()
+                    .map(|(id, at)| (id.clone(), *at))
+                    .collect(),
+            ),
         };
         if let Ok(bytes) = rmp_serde::to_vec_named(&shared) {
             entries.insert(SHARED_KEY.to_string(), bytes);
@@ -118,6 +127,7 @@ impl Decider {
             self.chaos_runs = shared.chaos_runs.into_iter().collect();
             self.depends_on = shared.depends_on.into_iter().collect();
             self.lifts = shared.lifts;
+            self.settled = shared.settled.into_iter().collect();
             if let Some((tokens, at)) = shared.global_budget {
                 self.global_budget.set_level(tokens, at);
             }

@@ -9,8 +9,10 @@ fn svc(name: &str) -> ServiceName {
     ServiceName::new(name).expect("valid name")
 }
 
+/// A new anomaly (its own id) firing on `service`.
 fn firing_on(service: &str, signature: Signature, depends_on: &[&str]) -> Anomaly {
     Anomaly {
+        anomaly_id: uuid::Uuid::now_v7().to_string(),
         state: AnomalyState::Firing,
         signature,
         service: svc(service),
@@ -176,7 +178,7 @@ fn a_repeat_within_the_cooldown_waits_and_is_not_dropped() {
     );
     fire(&mut d, &cleared_on("orders"), 200);
     // it crashes again at once: the restart must wait for the cooldown
-    let out = fire(&mut d, &a, 1_000);
+    let out = fire(&mut d, &firing(Signature::Crashed), 1_000);
     assert!(actions(&out).is_empty());
     assert!(audit_text(&out, "action.blocked")[0].contains("cooling down"));
     let out = d.decide(Input::Tick, 4_999);
@@ -933,4 +935,63 @@ fn unreadable_memory_is_refused_with_its_key() {
     let e = d.remember("open.payments", &bytes).expect_err("wrong key");
     assert!(e.reason.contains("orders"), "{e}");
     assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
+fn a_firing_delivered_again_after_it_cleared_is_old_news_even_after_a_restart() {
+    let mut d = decider(config());
+    let a = firing(Signature::Crashed);
+    let acts = actions(&fire(&mut d, &a, 1_000));
+    assert_eq!(acts.len(), 1);
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        1_300,
+    );
+    let cleared = Anomaly {
+        state: AnomalyState::Cleared,
+        ..a.clone()
+    };
+    let out = fire(&mut d, &cleared, 1_800);
+    assert_eq!(audits(&out), ["incident.recovered"]);
+
+    // Its acknowledgement was lost: the same firing comes again, past the cooldown.
+    let again = fire(&mut d, &a, 30_000);
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(d.open_incidents().count(), 0);
+    let mut after = restarted_from(&d, config());
+    assert!(fire(&mut after, &a, 31_000).is_empty(), "remembered");
+
+    // A new anomaly of the same service is a new fault.
+    let new = Anomaly {
+        anomaly_id: "another".into(),
+        ..a.clone()
+    };
+    assert_eq!(actions(&fire(&mut after, &new, 32_000)).len(), 1);
+
+    // Escalated: the firing delivered again does not start the playbook over.
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 1_000,
+        ..config()
+    });
+    let stuck = firing(Signature::Crashed);
+    let mut now = 0;
+    let mut out = fire(&mut d, &stuck, now);
+    while d.open_incidents().count() > 0 {
+        for a in actions(&out) {
+            d.decide(Input::Result(&result_of(&a, ActionOutcome::Succeeded)), now);
+        }
+        now += 500;
+        out = d.decide(Input::Tick, now);
+    }
+    assert!(
+        fire(&mut d, &stuck, now + 60_000).is_empty(),
+        "escalated already"
+    );
+
+    // Remembered for an hour, not for ever.
+    let mut d = decider(config());
+    d.settle(&a.anomaly_id, 0);
+    d.settle("later", SETTLED_KEEP_MS);
+    assert!(!d.settled.contains_key(&a.anomaly_id));
+    assert!(d.settled.contains_key("later"));
 }

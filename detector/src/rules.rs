@@ -64,7 +64,7 @@ struct Instance {
     last_healthy_ms: u64,
     episode: Episode,
     /// When the newest snapshot judged was observed: an older one is a redelivery.
-    last_snapshot_ms: u64,
+    last_snapshot_ms: Option<u64>,
     /// Snapshots in a row above (positive) or below (negative) the attack threshold.
     attack_streak: i64,
     attack: Episode,
@@ -104,10 +104,13 @@ impl RuleEngine {
     pub fn fresh(&mut self, snapshot: &MetricSnapshot) -> bool {
         let key = (snapshot.service.clone(), snapshot.instance.clone());
         let instance = self.instances.entry(key).or_default();
-        if snapshot.observed_ms <= instance.last_snapshot_ms {
+        if instance
+            .last_snapshot_ms
+            .is_some_and(|last| snapshot.observed_ms <= last)
+        {
             return false;
         }
-        instance.last_snapshot_ms = snapshot.observed_ms;
+        instance.last_snapshot_ms = Some(snapshot.observed_ms);
         true
     }
 
@@ -562,6 +565,12 @@ mod tests {
     #[test]
     fn a_redelivered_snapshot_is_not_fresh() {
         let mut rules = RuleEngine::new(RuleConfig::default());
+        let mut zero = snapshot(ContainerState::Running, Some(true), 0);
+        zero.instance = "orders-0".into();
+        assert!(
+            rules.fresh(&zero),
+            "the first snapshot is fresh, whatever its time"
+        );
         let exited = snapshot(ContainerState::Exited, None, 10);
         assert!(rules.fresh(&exited));
         assert!(rules.on_snapshot(&exited).is_some());

@@ -230,11 +230,12 @@ pub struct Decider {
     settled: HashMap<String, u64>,
 }
 
-/// How long a cleared anomaly's id is remembered: far beyond any redelivery (ack waits are
-/// 30 s).
-pub const SETTLED_KEEP_MS: u64 = 3_600_000;
-/// At most this many cleared anomalies are remembered (the oldest go first).
-pub const SETTLED_MAX: usize = 10_000;
+/// How long the id of an anomaly the decider is done with is remembered: well beyond a
+/// redelivery (ack waits are 30 s; a restarted nats-server delivers again at once).
+pub const SETTLED_KEEP_MS: u64 = 600_000;
+/// At most this many are remembered (the oldest go first); they are part of the memory
+/// written to the bucket, about 50 bytes each.
+pub const SETTLED_MAX: usize = 2_000;
 
 /// The undoing of a stopgap, due at `due`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -569,7 +570,8 @@ impl Decider {
         }
     }
 
-    /// Remembers that `anomaly_id` cleared, and forgets what is too old or too many.
+    /// Remembers that the decider is done with `anomaly_id` (it cleared or was escalated),
+    /// and forgets what is too old or too many.
     fn settle(&mut self, anomaly_id: &str, now_ms: u64) {
         self.settled.insert(anomaly_id.to_string(), now_ms);
         self.settled

@@ -994,4 +994,12 @@ fn a_firing_delivered_again_after_it_cleared_is_old_news_even_after_a_restart() 
     d.settle("later", SETTLED_KEEP_MS);
     assert!(!d.settled.contains_key(&a.anomaly_id));
     assert!(d.settled.contains_key("later"));
+    // And at most SETTLED_MAX of them, the oldest forgotten first.
+    let mut d = decider(config());
+    for i in 0..=SETTLED_MAX as u64 {
+        d.settle(&format!("a{i}"), i);
+    }
+    assert_eq!(d.settled.len(), SETTLED_MAX);
+    assert!(!d.settled.contains_key("a0"));
+    assert!(d.settled.contains_key("a1"));
 }

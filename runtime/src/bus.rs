@@ -78,6 +78,9 @@ impl BusError {
     }
 }
 
+/// How long [`Bus::close`] waits for the connection to close.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// A stage's connection to the bus. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Bus {
@@ -395,9 +398,25 @@ impl Bus {
 
     /// Flushes what is queued and closes the connection, so that nothing this stage published
     /// is left in a buffer and its outstanding pulls end with it.
+    ///
+    /// Returns once the connection is closed (at most [`CLOSE_WAIT`]): the client's drain only
+    /// starts the closing, and a successor started at once (a restart in place) would
+    /// otherwise publish while this connection's pull is still registered at the server,
+    /// which then hands the successor's first message to a reader that is gone; it comes back
+    /// only after the consumer's ack wait.
     pub async fn close(&self) {
         if let Err(e) = self.client.drain().await {
             tracing::warn!(error = %e, "could not drain the NATS connection");
+            return;
+        }
+        // A flush fails once the connection's handler has finished, the socket with it.
+        let closed = async {
+            while self.client.flush().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+            tracing::warn!("the NATS connection did not close in time");
         }
     }
 

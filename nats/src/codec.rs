@@ -77,6 +77,13 @@ struct VersionProbe {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    check(bytes)?;
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// What every decoder checks before it reads the body: the size against the limit of the
+/// message's kind, and the schema version.
+pub(crate) fn check(bytes: &[u8]) -> Result<(), CodecError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
@@ -110,7 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
             });
         }
     }
-    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
+    Ok(())
 }
 
 /// Only the body's kind: every other field is skipped without being built.

@@ -9,6 +9,7 @@
 //! - [`subject`]: the subjects, derived from the event itself; services never build strings.
 //! - [`streams`]: the JetStream streams, their retention, and the durable consumer of each stage.
 //! - [`codec`]: encode/decode with a size limit, a schema-version check and typed errors.
+//! - [`view`]: a metric snapshot read in place, for paths that judge many of them.
 
 pub mod codec;
 pub mod envelope;
@@ -17,6 +18,7 @@ pub mod samples;
 pub mod service;
 pub mod streams;
 pub mod subject;
+pub mod view;
 
 pub use codec::{
     decode, encode, max_bytes, CodecError, MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
@@ -25,3 +27,4 @@ pub use envelope::{Envelope, EventId, Producer, Stage, SCHEMA_VERSION};
 pub use events::*;
 pub use service::{InvalidName, ServiceName};
 pub use subject::Subject;
+pub use view::SnapshotView;

@@ -54,6 +54,7 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 /// Decoded, or refused with one of the codec's kinds; whatever decodes must encode again and
 /// decode to the same message (compared as bytes, since a flipped bit may make a NaN).
 fn decodes_or_is_refused(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let view = SnapshotView::decode(bytes);
     match decode(bytes) {
         Ok(envelope) => {
             let again = encode(&envelope).map_err(|e| {
@@ -62,9 +63,16 @@ fn decodes_or_is_refused(bytes: &[u8]) -> Result<(), TestCaseError> {
             let back = decode(&again).map_err(|e| {
                 TestCaseError::fail(format!("re-encoded message does not decode: {e}"))
             })?;
-            prop_assert_eq!(encode(&back).expect("encodes"), again);
+            prop_assert_eq!(&encode(&back).expect("encodes"), &again);
+            prop_assert!(view.is_ok(), "decodes, but not in place: {view:?}");
+            view_agrees(&again, &back)?;
         }
         Err(e) => {
+            // The view checks less (it skips what it does not read), but never lets through
+            // a message of the wrong size or version.
+            if ["unsupported_version", "too_large"].contains(&e.kind()) {
+                prop_assert_eq!(view.map(|_| ()).map_err(|v| v.kind()), Err(e.kind()));
+            }
             prop_assert!(
                 ["malformed", "unsupported_version", "too_large"].contains(&e.kind()),
                 "unexpected error kind {} ({e})",
@@ -73,6 +81,42 @@ fn decodes_or_is_refused(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(!e.to_string().is_empty());
         }
     }
+    Ok(())
+}
+
+/// The snapshot read in place from `bytes` (as [`encode`] wrote them) says what the full
+/// decode of the same bytes says; any other kind is not read in place.
+fn view_agrees(bytes: &[u8], envelope: &Envelope) -> Result<(), TestCaseError> {
+    let view = SnapshotView::decode(bytes)
+        .map_err(|e| TestCaseError::fail(format!("not read in place: {e}")))?;
+    let (Event::MetricSnapshot(s), Some(v)) = (&envelope.body, &view) else {
+        prop_assert!(
+            view.is_none() && !matches!(envelope.body, Event::MetricSnapshot(_)),
+            "a {} read in place as {view:?}",
+            envelope.body.kind()
+        );
+        return Ok(());
+    };
+    prop_assert_eq!(v.event_id, envelope.event_id.0.as_str());
+    prop_assert_eq!(v.correlation_id, envelope.correlation_id.as_deref());
+    prop_assert_eq!(v.service, s.service.as_str());
+    prop_assert_eq!(v.instance, s.instance.as_str());
+    prop_assert_eq!(v.container_id, s.container_id.as_str());
+    prop_assert_eq!(v.observed_ms, s.observed_ms);
+    prop_assert_eq!(v.state, s.state);
+    prop_assert_eq!(v.health_ok, s.health.as_ref().map(|h| h.ok));
+    prop_assert_eq!(v.scrape_ok, s.scrape.as_ref().map(|p| p.ok));
+    prop_assert_eq!(v.scope, s.scope);
+    let bits = |pairs: Vec<(&str, f64)>| -> Vec<(String, u64)> {
+        pairs
+            .into_iter()
+            .map(|(k, x)| (k.to_string(), x.to_bits()))
+            .collect()
+    };
+    prop_assert_eq!(
+        bits(v.features.0.clone()),
+        bits(s.features.iter().map(|(k, x)| (k.as_str(), *x)).collect())
+    );
     Ok(())
 }
 
@@ -759,6 +803,7 @@ proptest! {
         let bytes = encode(&envelope).expect("a generated event encodes");
         prop_assert!(bytes.len() <= max_bytes(envelope.body.kind()));
         let back = decode(&bytes).expect("what we encode decodes");
+        view_agrees(&bytes, &back)?;
         prop_assert_eq!(back, envelope);
     }
 }

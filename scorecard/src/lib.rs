@@ -520,7 +520,7 @@ async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), Sc
         tracing::warn!(%fault, %run_id, "trial limit reached");
     }
     let seen = ctx.recorder.since(from);
-    let probes = prober.probes();
+    let probes = prober.finish().await;
     drop(prober);
     let trial = measure(&run_id, &seen, &probes)
         .ok_or_else(|| ScorecardError::Timeout(format!("no chaos.injected for run {run_id}")))?;

@@ -80,17 +80,64 @@ mod tests {
             "payments"
         ));
     }
+
+    #[test]
+    fn a_pass_does_not_count_while_an_earlier_probe_is_still_out() {
+        let probe = |sent_ms, ok| Probe { sent_ms, ok };
+        // Sent at 200 to the address of a container that just died: out for its timeout,
+        // while the probes after the restart already passed.
+        let probes = Probes {
+            answered: vec![probe(300, true), probe(100, true), probe(400, true)],
+            out: vec![200],
+        };
+        assert_eq!(probes.settled(), vec![probe(100, true)]);
+        let probes = Probes {
+            answered: vec![probe(300, true), probe(100, true), probe(200, false)],
+            out: vec![],
+        };
+        assert_eq!(
+            probes.settled(),
+            vec![probe(100, true), probe(200, false), probe(300, true)]
+        );
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The probes answered, and the send times of those still out: a probe of an address that
+/// vanished with its container waits out its whole timeout, so it answers after probes sent
+/// later.
+#[derive(Debug, Default)]
+struct Probes {
+    answered: Vec<Probe>,
+    out: Vec<u64>,
+}
+
+impl Probes {
+    /// The answered probes sent before the oldest one still out, by the time they were sent.
+    fn settled(&self) -> Vec<Probe> {
+        let oldest_out = self.out.iter().min().copied().unwrap_or(u64::MAX);
+        let mut answered: Vec<Probe> = self
+            .answered
+            .iter()
+            .filter(|p| p.sent_ms < oldest_out)
+            .copied()
+            .collect();
+        answered.sort_by_key(|p| p.sent_ms);
+        answered
+    }
+}
+
 /// Probes `/health` of one instance of `service` every 100 ms: the compose container (not
 /// a replica a scale out made) until [`Prober::focus`] names the one a fault went into.
 #[derive(Debug)]
 pub struct Prober {
-    probes: Arc<Mutex<Vec<Probe>>>,
+    probes: Arc<Mutex<Probes>>,
     focus: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
@@ -103,7 +150,7 @@ pub fn is_compose_container(name: &str, service: &str) -> bool {
 
 impl Prober {
     pub fn start(docker: Docker, demo_project: String, service: String) -> Prober {
-        let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
+        let probes: Arc<Mutex<Probes>> = Arc::default();
         let focus: Arc<Mutex<Option<String>>> = Arc::default();
         let (sink, focused) = (probes.clone(), focus.clone());
         let http = reqwest::Client::new();
@@ -131,17 +178,22 @@ impl Prober {
                 }
                 let (http, sink) = (http.clone(), sink.clone());
                 let target = url.clone();
+                lock(&sink).out.push(sent_ms);
                 tokio::spawn(async move {
                     let ok = match target {
                         Some(url) => http
                             .get(url)
-                            .timeout(Duration::from_secs(1))
+                            .timeout(PROBE_TIMEOUT)
                             .send()
                             .await
                             .is_ok_and(|r| r.status().is_success()),
                         None => false,
                     };
-                    lock(&sink).push(Probe { sent_ms, ok });
+                    let mut probes = lock(&sink);
+                    if let Some(i) = probes.out.iter().position(|&t| t == sent_ms) {
+                        probes.out.swap_remove(i);
+                    }
+                    probes.answered.push(Probe { sent_ms, ok });
                 });
             }
         });
@@ -157,11 +209,24 @@ impl Prober {
         *lock(&self.focus) = Some(instance.to_string());
     }
 
-    /// The probes so far, by the time they were sent.
+    /// The probes so far whose every earlier probe has answered, by the time they were
+    /// sent: a pass answered while an earlier probe is still out must not hide that one's
+    /// failure.
     pub fn probes(&self) -> Vec<Probe> {
-        let mut probes = lock(&self.probes).clone();
-        probes.sort_by_key(|p| p.sent_ms);
-        probes
+        lock(&self.probes).settled()
+    }
+
+    /// Stops probing and waits for the probes still out (at most their timeout), then
+    /// returns every probe, by the time it was sent.
+    pub async fn finish(&self) -> Vec<Probe> {
+        self.task.abort();
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT + Duration::from_millis(500);
+        while !lock(&self.probes).out.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut all = lock(&self.probes).answered.clone();
+        all.sort_by_key(|p| p.sent_ms);
+        all
     }
 
     /// Whether the last `n` answered probes all passed (and at least `n` answered).

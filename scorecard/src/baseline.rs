@@ -163,12 +163,13 @@ impl Baseline {
         let deadline = Instant::now() + limit;
         let mut went_down = false;
         while Instant::now() < deadline {
-            let sent = now_ms();
             let ok = self.healthy(http).await;
             if !ok {
                 went_down = true;
             } else if went_down {
-                return Some(sent);
+                // When it answered: a probe sent while the container was gone may be held
+                // until it is back.
+                return Some(now_ms());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

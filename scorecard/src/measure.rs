@@ -6,10 +6,13 @@
 use immune_nats::{ActionOutcome, AnomalyState, Envelope, Event, FaultKind, IncidentState, Stage};
 use serde::{Deserialize, Serialize};
 
-/// One `/health` probe of the target, by the time it was sent.
+/// One `/health` probe of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     pub sent_ms: u64,
+    /// When the answer (or the failure) came. A probe sent while the container was gone can
+    /// be held by the network until its address is back, and pass then.
+    pub answered_ms: u64,
     pub ok: bool,
 }
 
@@ -194,12 +197,14 @@ pub fn measure(run_id: &str, seen: &[Envelope], probes: &[Probe]) -> Option<Tria
         _ => None,
     };
 
-    // Healthy again: the first passing probe after the last failing one.
+    // Healthy again: the first answer of a probe sent after the last failing one (all of
+    // them passed). Its answer, not its sending: one sent while the container was gone may
+    // pass only once it is back.
     let after: Vec<&Probe> = probes.iter().filter(|p| p.sent_ms >= t0).collect();
     let last_fail = after.iter().rposition(|p| !p.ok);
     let health_back = match last_fail {
         None => Some(t0),
-        Some(i) => after.get(i + 1).map(|p| p.sent_ms),
+        Some(i) => after[i + 1..].iter().map(|p| p.answered_ms).min(),
     };
     // Where /health failed, healthy again is its first pass after the last failure (the
     // container is back, whatever the incident's bookkeeping); where it never failed, the
@@ -407,7 +412,11 @@ mod tests {
     fn probes(points: &[(u64, bool)]) -> Vec<Probe> {
         points
             .iter()
-            .map(|&(sent_ms, ok)| Probe { sent_ms, ok })
+            .map(|&(sent_ms, ok)| Probe {
+                sent_ms,
+                answered_ms: sent_ms + 5,
+                ok,
+            })
             .collect()
     }
 
@@ -426,9 +435,9 @@ mod tests {
         let trial = measure(RUN, &seen, &probes).expect("trial");
         assert_eq!(trial.detected_ms, Some(100));
         assert_eq!(trial.first_action_ms, Some(150));
-        // Healthy at 1_800, the incident recovered at 2_300: the container's health counts.
-        assert_eq!(trial.healed_ms, Some(800));
-        assert_eq!(trial.healthy_ms, Some(800));
+        // Healthy at 1_805, the incident recovered at 2_300: the container's health counts.
+        assert_eq!(trial.healed_ms, Some(805));
+        assert_eq!(trial.healthy_ms, Some(805));
         assert_eq!(trial.recovered_ms, Some(1_300));
         assert_eq!(trial.healed_by, HealedBy::Immune);
         assert_eq!(trial.actions, vec!["restart".to_string()]);
@@ -440,6 +449,46 @@ mod tests {
             (50.0, 50.0, 50.0)
         );
         assert_eq!(latency.end_to_end_ms(), 150.0);
+    }
+
+    #[test]
+    fn a_probe_held_while_the_container_was_gone_counts_when_it_is_answered() {
+        let seen = vec![
+            injected(1_000),
+            died(1_050),
+            firing(1_200),
+            request(1_210, "x1", "payments", ActionKind::Restart),
+            result(1_700, 400, "x1", ActionOutcome::Succeeded),
+            incident(2_300, IncidentState::Recovered),
+        ];
+        // Sent at 1_180 and 1_280 to the address of the dead container; both pass once the
+        // restarted one answers, at 1_760.
+        let probes = vec![
+            Probe {
+                sent_ms: 1_080,
+                answered_ms: 1_081,
+                ok: false,
+            },
+            Probe {
+                sent_ms: 1_180,
+                answered_ms: 1_760,
+                ok: true,
+            },
+            Probe {
+                sent_ms: 1_280,
+                answered_ms: 1_760,
+                ok: true,
+            },
+            Probe {
+                sent_ms: 1_780,
+                answered_ms: 1_782,
+                ok: true,
+            },
+        ];
+        let trial = measure(RUN, &seen, &probes).expect("trial");
+        assert_eq!(trial.detected_ms, Some(200));
+        assert_eq!(trial.healthy_ms, Some(760));
+        assert_eq!(trial.healed_ms, Some(760));
     }
 
     #[test]

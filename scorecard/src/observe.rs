@@ -83,7 +83,11 @@ mod tests {
 
     #[test]
     fn a_pass_does_not_count_while_an_earlier_probe_is_still_out() {
-        let probe = |sent_ms, ok| Probe { sent_ms, ok };
+        let probe = |sent_ms, ok| Probe {
+            sent_ms,
+            answered_ms: sent_ms + 5,
+            ok,
+        };
         // Sent at 200 to the address of a container that just died: out for its timeout,
         // while the probes after the restart already passed.
         let probes = Probes {
@@ -193,7 +197,11 @@ impl Prober {
                     if let Some(i) = probes.out.iter().position(|&t| t == sent_ms) {
                         probes.out.swap_remove(i);
                     }
-                    probes.answered.push(Probe { sent_ms, ok });
+                    probes.answered.push(Probe {
+                        sent_ms,
+                        answered_ms: now_ms(),
+                        ok,
+                    });
                 });
             }
         });

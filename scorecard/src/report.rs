@@ -147,7 +147,14 @@ impl Timeline {
             metric,
             anomalies,
             actions,
-            health: probes.iter().map(|p| (secs(p.sent_ms, t0), p.ok)).collect(),
+            // A pass is drawn when it was answered, a failure when it was sent.
+            health: probes
+                .iter()
+                .map(|p| {
+                    let at = if p.ok { p.answered_ms } else { p.sent_ms };
+                    (secs(at, t0), p.ok)
+                })
+                .collect(),
             fault_end_s: trial.reverted_ms.map(|m| m as f64 / 1000.0),
             detected_s: trial.detected_ms.map(|m| m as f64 / 1000.0),
             healed_s: trial.healed_ms.map(|m| m as f64 / 1000.0),

@@ -72,9 +72,17 @@ async fn a_tiny_scorecard_runs_against_the_real_stack() {
     );
     assert_eq!(crash.healed_by, HealedBy::Immune, "{crash:#?}");
     let healed = crash.healed_ms.expect("healthy again");
+    let probes: Vec<String> = report
+        .timelines
+        .iter()
+        .filter(|t| t.fault == FaultKind::Crash)
+        .flat_map(|t| &t.health)
+        .filter(|(at, _)| (-0.5..3.0).contains(at))
+        .map(|(at, ok)| format!("{at:.3}{}", if *ok { "" } else { " FAIL" }))
+        .collect();
     assert!(
         healed >= crash.detected_ms.unwrap_or(0),
-        "healed before detected: {crash:#?}"
+        "healed before detected: {crash:#?}\nprobes (s from injection; a pass when answered): {probes:?}"
     );
     assert!(
         crash.latency.is_some(),

@@ -295,7 +295,7 @@ impl Report {
             md,
             "TTD: injection to the first anomaly. Act: injection to the first action requested. \
              MTTR: injection to healthy again: the first `/health` 200 after the last failed \
-             probe (polled every 100 ms from the host), or, for faults that leave `/health` \
+             probe, when it was answered (polled every 100 ms from the host), or, for faults that leave `/health` \
              passing (latency, errors, memory, CPU), the incident recovered (the anomaly \
              cleared). Healed by immune: recovered before chaos reverted the \
              fault. First action right: the first action succeeded and the incident recovered \

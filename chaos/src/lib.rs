@@ -35,7 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use immune_nats::streams::{CHAOS, CHAOS_CONTROL, CHAOS_FAULTS};
 use immune_nats::{
     envelope::now_ms, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted, ContainerState,
-    Event, Stage,
+    Event, EventId, Stage,
 };
 use immune_runtime::docker::{self, ManagedContainer};
 use immune_runtime::telemetry::Observation;
@@ -262,7 +262,43 @@ pub async fn run(
             .clone()
             .or_else(|| delivery.envelope.correlation_id.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let published = match inject(&chaos, &run_id, request).await {
+        // A request is delivered again when its acknowledgement was lost (this process
+        // stopped, or the announcement failed, after the injection): its fault is not
+        // injected twice.
+        let key = fault_key(&delivery.envelope.event_id);
+        match chaos.faults.entry(&key).await {
+            Ok(None) => {}
+            Ok(Some(earlier)) => {
+                telemetry.observe(Observation::Refused {
+                    what: "chaos_request",
+                    reason: "delivered_again",
+                });
+                // Still in force: announce it again (the first announcement may be what
+                // failed). Already reverted: nothing is left to say.
+                let published = match (
+                    earlier.operation,
+                    serde_json::from_slice::<ActiveFault>(&earlier.value),
+                ) {
+                    (kv::Operation::Put, Ok(active)) => {
+                        announce_injected(&chaos.bus, &active.injected).await
+                    }
+                    _ => Ok(()),
+                };
+                if published.is_ok() {
+                    let _ = delivery.ack().await;
+                }
+                continue;
+            }
+            // Unknown whether it was handled: left unacknowledged, it comes back.
+            Err(e) => {
+                telemetry.observe(Observation::Failed {
+                    what: "read_fault",
+                    error: &e.to_string(),
+                });
+                continue;
+            }
+        }
+        let published = match inject(&chaos, &run_id, request, key).await {
             Outcome::Injected(active) => {
                 let published = announce_injected(&chaos.bus, &active.injected).await;
                 reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
@@ -359,7 +395,24 @@ async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shu
 }
 
 /// Picks the target under the guardrails and injects, or says why it will not.
-async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest) -> Outcome {
+/// The key in the faults bucket of the fault a request injects: the request's event id,
+/// which a delivery of the same request again shares.
+fn fault_key(request: &EventId) -> String {
+    let id: String = request
+        .0
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("fault.{id}")
+}
+
+async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest, key: String) -> Outcome {
     let config = &chaos.config;
     match kill_switch(&chaos.control).await {
         Ok(false) => {}
@@ -412,7 +465,6 @@ async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest) -> Outcome 
             config.max_concurrent_faults
         ));
     }
-    let key = format!("fault.{}", uuid::Uuid::now_v7().simple());
     let undo = match chaos
         .injector
         .inject(&target, request.fault, &request.params, &key)

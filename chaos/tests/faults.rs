@@ -543,6 +543,63 @@ async fn a_new_chaos_process_reverts_what_a_dead_one_left() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_delivered_again_is_not_injected_again() {
+    let mut world = World::new().await;
+    let chaos = Running::start(world.config());
+    let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
+    let run_id = unique("run");
+    let envelope = immune_nats::Envelope::new(
+        immune_nats::Producer {
+            stage: Stage::Client,
+            instance: "test".into(),
+        },
+        Some(run_id.clone()),
+        Event::ChaosRequest(ChaosRequest {
+            run_id: Some(run_id.clone()),
+            service: ServiceName::new("orders").expect("service name"),
+            fault: FaultKind::Latency,
+            duration_ms: 3_000,
+            params: BTreeMap::new(),
+        }),
+    );
+    let bytes = immune_nats::encode(&envelope).expect("encodes");
+    // Stored twice: without the message id the server de-duplicates by, the same request
+    // reaches chaos a second time as a redelivery would.
+    for _ in 0..2 {
+        world
+            .bus
+            .jetstream()
+            .publish(subject::CHAOS_REQUESTS, bytes.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let mut injected = Vec::new();
+    let mut reverted = 0;
+    let until = Instant::now() + Duration::from_secs(3 + 8);
+    while let Ok(Some(message)) = tokio::time::timeout_at(until.into(), world.said.next()).await {
+        match decode(&message.payload).map(|e| e.body) {
+            Ok(Event::ChaosInjected(e)) if e.run_id == run_id => injected.push(e.injected_ms),
+            Ok(Event::ChaosReverted(e)) if e.run_id == run_id => reverted += 1,
+            Ok(Event::ChaosRejected(e)) if e.run_id == run_id => {
+                panic!("the request delivered again was rejected: {}", e.reason)
+            }
+            _ => {}
+        }
+    }
+    injected.dedup();
+    assert_eq!(
+        injected.len(),
+        1,
+        "injected at {injected:?}: more than once"
+    );
+    assert_eq!(reverted, 1, "reverted {reverted} times");
+    assert_eq!(world.mode(&demo).await, "none");
+    chaos.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kill_switch_and_dry_run_change_nothing() {
     let mut world = World::new().await;
     let chaos = Running::start(world.config());

@@ -394,7 +394,6 @@ async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shu
     }
 }
 
-/// Picks the target under the guardrails and injects, or says why it will not.
 /// The key in the faults bucket of the fault a request injects: the request's event id,
 /// which a delivery of the same request again shares.
 fn fault_key(request: &EventId) -> String {
@@ -412,6 +411,8 @@ fn fault_key(request: &EventId) -> String {
     format!("fault.{id}")
 }
 
+/// Picks the target under the guardrails and injects (the fault kept under `key`), or says
+/// why it will not.
 async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest, key: String) -> Outcome {
     let config = &chaos.config;
     match kill_switch(&chaos.control).await {

@@ -8,6 +8,8 @@
 //! - [`Learner`]: keeps recent vectors, fits once the baseline is long enough, refits every
 //!   `refit_every` vectors on the vectors that were judged normal (anomalous periods are left
 //!   out, so an incident does not become the new normal).
+//! - [`Smoother`]: the level judged against the threshold is the geometric mean of the last
+//!   `smooth` scores (1: each window alone), so a sustained shift stands out of the noise.
 //! - [`Hysteresis`]: k exceedances among the last n windows open an episode, n quiet windows
 //!   close it, so one noisy point does not open an incident.
 //! - [`Lags`]: appends the previous windows to a vector, so a single series (NAB) has shape
@@ -53,6 +55,11 @@ pub struct LearnedConfig {
     pub refit_every: usize,
     /// Windows per vector: 1 scores each window alone; L appends the L-1 previous ones.
     pub lags: usize,
+    /// Windows whose scores are averaged into the level judged against the threshold
+    /// (geometric mean of `1 + score`): 1 judges each window alone; more lets a sustained
+    /// shift stand out of the noise and damps a lone spike. The threshold is calibrated on
+    /// the baseline's levels, smoothed the same way.
+    pub smooth: usize,
     /// Features the learned model leaves to the rules (binary or counters).
     pub ignore_features: Vec<String>,
 }
@@ -71,6 +78,7 @@ impl Default for LearnedConfig {
             n: 5,
             refit_every: 600,
             lags: 1,
+            smooth: 1,
             ignore_features: vec![
                 feature::HEALTH_OK.to_string(),
                 feature::SCRAPE_OK.to_string(),
@@ -108,6 +116,9 @@ impl LearnedConfig {
         if self.lags == 0 || self.lags > 64 {
             return bad("lags", "must be 1..=64");
         }
+        if self.smooth == 0 || self.smooth > MAX_SMOOTH {
+            return bad("smooth", "must be 1..=64");
+        }
         Ok(())
     }
 }
@@ -132,6 +143,9 @@ impl FitError {
     }
 }
 
+/// The most windows [`LearnedConfig::smooth`] may average.
+pub const MAX_SMOOTH: usize = 64;
+
 /// A fitted baseline. Serialisable: this is the snapshot kept in the key-value bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -151,8 +165,47 @@ pub struct Model {
     pub spe_unit: f64,
     pub t2_unit: f64,
     pub threshold: f64,
+    /// Windows averaged into the judged level ([`Smoother`]); the threshold is on that level.
+    /// Models stored before it existed judged each window alone.
+    #[serde(default = "one")]
+    pub smooth: usize,
     /// Vectors the model was fitted on.
     pub fitted_on: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The level a series is judged by: the geometric mean of `1 + score` over its last
+/// `smooth` windows, minus 1 (so a level reads like a score). Geometric, so that one huge
+/// window does not carry the level on its own. Allocation-free once full.
+#[derive(Debug, Clone, Default)]
+pub struct Smoother {
+    /// `ln(1 + score)` of the recent windows, oldest first.
+    recent: VecDeque<f64>,
+}
+
+impl Smoother {
+    /// Adds a window's score; returns the level over the last `smooth` windows (fewer at
+    /// the start).
+    pub fn push(&mut self, score: f64, smooth: usize) -> f64 {
+        let smooth = smooth.clamp(1, MAX_SMOOTH);
+        if smooth == 1 {
+            self.recent.clear();
+            return score.max(0.0);
+        }
+        let log = if score.is_finite() {
+            score.max(0.0).ln_1p()
+        } else {
+            f64::MAX.ln()
+        };
+        while self.recent.len() >= smooth {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(log);
+        (self.recent.iter().sum::<f64>() / self.recent.len() as f64).exp_m1()
+    }
 }
 
 /// The parts of one score.
@@ -241,19 +294,56 @@ fn fit_pca(data: &Array2<f64>, most: usize) -> Option<Pca<f64>> {
     let mut k = most;
     while k > 0 {
         let dataset = DatasetBase::from(data.clone());
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Pca::params(k).fit(&dataset)
-        }));
-        if let Ok(Ok(pca)) = attempt {
-            let finite = pca.singular_values().iter().all(|v| v.is_finite())
-                && pca.components().iter().all(|v| v.is_finite());
-            if finite {
-                return Some(pca);
+        match quietly(|| Pca::params(k).fit(&dataset)) {
+            Ok(Ok(pca)) => {
+                let finite = pca.singular_values().iter().all(|v| v.is_finite())
+                    && pca.components().iter().all(|v| v.is_finite());
+                if finite {
+                    return Some(pca);
+                }
+                tracing::debug!(
+                    components = k,
+                    "PCA gave non-finite values; fewer components"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(components = k, error = %e, "PCA failed; fewer components")
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::debug!(components = k, panic = %message, "PCA panicked; fewer components");
             }
         }
         k /= 2;
     }
     None
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs: the panic hook stays silent on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without the default hook printing it (and its backtrace) to
+/// stderr: the caller handles the failure and logs it. Panics elsewhere print as before.
+fn quietly<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result
 }
 
 impl Model {
@@ -338,13 +428,15 @@ impl Model {
             spe_unit: 1.0,
             t2_unit: 1.0,
             threshold: f64::INFINITY,
+            smooth: config.smooth.clamp(1, MAX_SMOOTH),
             fitted_on: n,
         };
         model.calibrate(rows, config);
         Ok(model)
     }
 
-    /// Sets the score units and the threshold from the baseline's own scores.
+    /// Sets the score units and the threshold from the baseline's own levels (its scores,
+    /// smoothed in order as a series is judged).
     fn calibrate(&mut self, rows: &[&[f64]], config: &LearnedConfig) {
         let mut scratch = Scratch::default();
         let raw: Vec<Score> = rows.iter().map(|r| self.score(r, &mut scratch)).collect();
@@ -354,9 +446,10 @@ impl Model {
         // of a fraction of a deviation into a huge score.
         self.spe_unit = (raw.iter().map(|s| s.spe).sum::<f64>() / n).max(1.0);
         self.t2_unit = (raw.iter().map(|s| s.t2).sum::<f64>() / n).max(1.0);
+        let mut smoother = Smoother::default();
         let mut scores: Vec<f64> = rows
             .iter()
-            .map(|r| self.score(r, &mut scratch).score)
+            .map(|r| smoother.push(self.score(r, &mut scratch).score, self.smooth))
             .collect();
         self.threshold =
             quantile(&mut scores, config.threshold_quantile) * config.threshold_multiplier;
@@ -626,7 +719,11 @@ impl Lags {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judgement {
     pub score: Score,
+    /// What is compared with the threshold: the score smoothed over the model's `smooth`
+    /// windows ([`Smoother`]); the score itself when `smooth` is 1.
+    pub level: f64,
     pub threshold: f64,
+    /// `level > threshold`.
     pub exceeds: bool,
 }
 
@@ -680,14 +777,17 @@ impl Learner {
         self.model.as_ref()
     }
 
-    /// Scores `x` against the current model (`None` during warm-up).
-    pub fn judge(&mut self, x: &[f64]) -> Option<Judgement> {
+    /// Scores `x` against the current model and judges the level of its series, which
+    /// `smoother` keeps (`None` during warm-up).
+    pub fn judge(&mut self, x: &[f64], smoother: &mut Smoother) -> Option<Judgement> {
         let model = self.model.as_ref()?;
         let score = model.score(x, &mut self.scratch);
+        let level = smoother.push(score.score, model.smooth);
         Some(Judgement {
             score,
+            level,
             threshold: model.threshold,
-            exceeds: score.score > model.threshold,
+            exceeds: level > model.threshold,
         })
     }
 
@@ -741,6 +841,7 @@ impl Learner {
 #[derive(Debug, Clone)]
 pub struct Track {
     lags: Lags,
+    smoother: Smoother,
     hysteresis: Hysteresis,
 }
 
@@ -757,6 +858,7 @@ impl Track {
     pub fn new(config: &LearnedConfig) -> Self {
         Self {
             lags: Lags::new(config.lags),
+            smoother: Smoother::default(),
             hysteresis: Hysteresis::new(config.k, config.n),
         }
     }
@@ -788,7 +890,7 @@ impl Track {
                 learned: Learned::Nothing,
             };
         };
-        let judgement = learner.judge(x);
+        let judgement = learner.judge(x, &mut self.smoother);
         let transition = match judgement {
             Some(j) => self.hysteresis.push(j.exceeds),
             None => Transition::Unchanged,
@@ -846,6 +948,70 @@ mod tests {
         let rows: Vec<Vec<f64>> = (0..600).map(|_| normal(&mut noise)).collect();
         let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
         (Model::fit(names(), &refs, config).expect("fits"), noise)
+    }
+
+    #[test]
+    fn a_caught_panic_is_returned_and_the_hook_is_quiet_only_inside() {
+        let caught = quietly(|| -> u32 { panic!("linfa gave up") });
+        let payload = caught.expect_err("the panic is returned");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"linfa gave up"));
+        assert!(!QUIET.with(std::cell::Cell::get), "quiet only inside");
+        assert_eq!(quietly(|| 3).expect("no panic"), 3);
+    }
+
+    #[test]
+    fn the_level_is_the_geometric_mean_of_one_plus_the_recent_scores() {
+        let mut alone = Smoother::default();
+        assert_eq!(alone.push(7.0, 1), 7.0);
+        assert_eq!(alone.push(-1.0, 1), 0.0, "a score is never below 0");
+        let mut three = Smoother::default();
+        assert!(
+            (three.push(3.0, 3) - 3.0).abs() < 1e-12,
+            "one window so far"
+        );
+        // (1 + 3) * (1 + 0) = 4 over two windows: sqrt(4) - 1 = 1
+        assert!((three.push(0.0, 3) - 1.0).abs() < 1e-12);
+        // 4 * 1 * 15 = 60 ... then the 3 drops out: 1 * 15 * 3 = 45
+        assert!((three.push(14.0, 3) - (60f64.cbrt() - 1.0)).abs() < 1e-12);
+        assert!((three.push(2.0, 3) - (45f64.cbrt() - 1.0)).abs() < 1e-12);
+        assert!(three.push(f64::INFINITY, 3).is_finite());
+    }
+
+    #[test]
+    fn a_smoothed_model_is_calibrated_on_levels_damps_a_lone_spike_and_catches_a_shift() {
+        let config = LearnedConfig {
+            smooth: 5,
+            ..LearnedConfig::default()
+        };
+        let (model, mut noise) = fitted(&config);
+        assert_eq!(model.smooth, 5);
+        let mut learner = Learner::resume(model, config);
+        let mut series = Smoother::default();
+        let over = (0..1000)
+            .filter(|_| {
+                let x = normal(&mut noise);
+                learner.judge(&x, &mut series).expect("fitted").exceeds
+            })
+            .count();
+        assert!(
+            over <= 10,
+            "{over} of 1000 normal levels over the threshold"
+        );
+        // One window of 10% more p99 latency among normal ones: its own score is well over
+        // the threshold, its level is not. (A far larger spike still carries the level: the
+        // mean is geometric, not a median.)
+        let mut spike = normal(&mut noise);
+        spike[3] *= 1.1;
+        let judged = learner.judge(&spike, &mut series).expect("fitted");
+        assert!(judged.score.score > judged.threshold, "{judged:?}");
+        assert!(!judged.exceeds, "a lone spike is damped: {judged:?}");
+        // The same shift, sustained: over within the smoothing window.
+        let sustained = (0..5).any(|_| {
+            let mut x = normal(&mut noise);
+            x[3] *= 1.1;
+            learner.judge(&x, &mut series).expect("fitted").exceeds
+        });
+        assert!(sustained, "a sustained shift is caught within 5 windows");
     }
 
     #[test]
@@ -956,9 +1122,13 @@ mod tests {
         };
         let mut noise = Noise(11);
         let mut learner = Learner::new(names(), config.clone());
+        let mut series = Smoother::default();
         for _ in 0..200 {
             let x = normal(&mut noise);
-            assert!(learner.judge(&x).is_none(), "no score during warm-up");
+            assert!(
+                learner.judge(&x, &mut series).is_none(),
+                "no score during warm-up"
+            );
             learner.learn(&x, true);
         }
         let first = learner.model().expect("fitted after the baseline").clone();
@@ -970,7 +1140,7 @@ mod tests {
             if i < 300 {
                 x[3] *= 10.0;
             }
-            let judged = learner.judge(&x).expect("scored");
+            let judged = learner.judge(&x, &mut series).expect("scored");
             fired += usize::from(judged.exceeds);
             let outcome = learner.learn(&x, !judged.exceeds);
             if i == 399 {
@@ -992,7 +1162,7 @@ mod tests {
         );
         let mut slow = normal(&mut noise);
         slow[3] *= 10.0;
-        assert!(learner.judge(&slow).expect("scored").exceeds);
+        assert!(learner.judge(&slow, &mut series).expect("scored").exceeds);
 
         // Had the incident been learned from, it would look normal now.
         let mut naive = Learner::new(names(), config);

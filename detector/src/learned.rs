@@ -209,12 +209,17 @@ impl LearnedDetector {
                     state: AnomalyState::Firing,
                     signature,
                     detector: DETECTOR.to_string(),
-                    score: judgement.score.score,
+                    score: judgement.level,
                     threshold: judgement.threshold,
                     contributions: top,
                     reason: format!(
-                        "{signature}: {why}; score {:.1} over threshold {:.1} (SPE {:.1}, T² {:.1}) in {} of the last {} windows",
-                        judgement.score.score,
+                        "{signature}: {why}; {} {:.1} over threshold {:.1} (SPE {:.1}, T² {:.1}) in {} of the last {} windows",
+                        if model.smooth > 1 {
+                            format!("score over the last {} windows", model.smooth)
+                        } else {
+                            "score".to_string()
+                        },
+                        judgement.level,
                         judgement.threshold,
                         judgement.score.spe,
                         judgement.score.t2,
@@ -233,7 +238,7 @@ impl LearnedDetector {
             Transition::Closed => {
                 if let Some((mut anomaly, correlation)) = instance.episode.take() {
                     anomaly.state = AnomalyState::Cleared;
-                    anomaly.score = judgement.score.score;
+                    anomaly.score = judgement.level;
                     anomaly.contributions.clear();
                     anomaly.reason = format!(
                         "back under the threshold for {} windows after {} ms",

@@ -95,7 +95,7 @@ pub fn detect(server: &Server, config: &LearnedConfig) -> Verdicts {
         verdicts.flagged.push(track.is_open());
         verdicts
             .scores
-            .push(step.judgement.map_or(0.0, |j| j.score.score));
+            .push(step.judgement.map_or(0.0, |j| j.level));
     }
     verdicts
 }

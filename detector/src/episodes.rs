@@ -4,6 +4,9 @@
 //! an episode fired by its previous life still clears (with the same anomaly id) when the
 //! instance is well again. Without this the decider would wait for a clearance that never
 //! comes and call a healed service unverified.
+//!
+//! The chaos run in force on each service is kept there too (key `chaos.<service>`), so a
+//! restarted detector still labels the anomalies of a running experiment with its run id.
 
 use async_nats::jetstream::kv;
 use immune_nats::ServiceName;
@@ -30,4 +33,27 @@ pub async fn save(
 pub async fn load(store: &kv::Store, service: &ServiceName) -> Result<Vec<Finding>, SnapshotError> {
     let open = snapshot::get(store, &key(service), service, "open episodes").await?;
     Ok(open.unwrap_or_default())
+}
+
+fn chaos_key(service: &ServiceName) -> String {
+    format!("chaos.{service}")
+}
+
+/// Stores the chaos run in force on `service` (`None` once it is reverted).
+pub async fn save_chaos_run(
+    store: &kv::Store,
+    service: &ServiceName,
+    run: Option<&str>,
+) -> Result<(), SnapshotError> {
+    snapshot::put(store, &chaos_key(service), service, "chaos run", &run).await
+}
+
+/// The chaos run stored as in force on `service`, if any.
+pub async fn load_chaos_run(
+    store: &kv::Store,
+    service: &ServiceName,
+) -> Result<Option<String>, SnapshotError> {
+    let run: Option<Option<String>> =
+        snapshot::get(store, &chaos_key(service), service, "chaos run").await?;
+    Ok(run.flatten())
 }

@@ -138,6 +138,8 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
     let about = match &delivery.envelope.body {
         Event::MetricSnapshot(s) if s.scope != SnapshotScope::Service => Some(&s.service),
         Event::ContainerEvent(e) => Some(&e.service),
+        Event::ChaosInjected(c) => Some(&c.service),
+        Event::ChaosReverted(c) => Some(&c.service),
         _ => None,
     };
     if let Some(service) = about {
@@ -163,8 +165,18 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
             findings.extend(learn(bus, detectors, s).await);
         }
         Event::ContainerEvent(e) => findings.extend(detectors.rules.on_container_event(e)),
-        Event::ChaosInjected(c) => detectors.rules.on_chaos_injected(c),
-        Event::ChaosReverted(c) => detectors.rules.on_chaos_reverted(&c.service, &c.run_id),
+        Event::ChaosInjected(c) => {
+            detectors.rules.on_chaos_injected(c);
+            if !keep_chaos_run(bus, detectors, &c.service).await {
+                return; // not acknowledged: delivered again, stored then
+            }
+        }
+        Event::ChaosReverted(c) => {
+            detectors.rules.on_chaos_reverted(&c.service, &c.run_id);
+            if !keep_chaos_run(bus, detectors, &c.service).await {
+                return;
+            }
+        }
         other => {
             bus.telemetry().observe(Observation::Refused {
                 what: "unexpected_event",
@@ -207,12 +219,42 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
     }
 }
 
+/// Stores the chaos run now in force on `service`, so that a restarted detector labels the
+/// experiment's anomalies too. False (counted) when the store failed.
+async fn keep_chaos_run(bus: &Bus, detectors: &Detectors, service: &ServiceName) -> bool {
+    let run = detectors.rules.chaos_run(service);
+    match episodes::save_chaos_run(&detectors.store, service, run).await {
+        Ok(()) => true,
+        Err(e) => {
+            bus.telemetry().observe(Observation::Failed {
+                what: e.kind(),
+                error: &e.to_string(),
+            });
+            false
+        }
+    }
+}
+
 /// The first time a service is seen: takes back the episodes an earlier life of the
-/// detector fired on it and did not clear. A failed read is counted and tried again with the
-/// service's next event.
+/// detector fired on it and did not clear, and the chaos run in force on it. A failed read
+/// is counted and tried again with the service's next event.
 async fn restore(bus: &Bus, detectors: &mut Detectors, service: &ServiceName) {
     if detectors.restored.contains(service) {
         return;
+    }
+    match episodes::load_chaos_run(&detectors.store, service).await {
+        Ok(Some(run)) => {
+            tracing::info!(%service, run = %run, "chaos run in force resumed from the bucket");
+            detectors.rules.resume_chaos_run(service.clone(), run);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            bus.telemetry().observe(Observation::Failed {
+                what: e.kind(),
+                error: &e.to_string(),
+            });
+            return;
+        }
     }
     match episodes::load(&detectors.store, service).await {
         Ok(open) => {

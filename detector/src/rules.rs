@@ -91,6 +91,11 @@ impl RuleEngine {
             .insert(injected.service.clone(), injected.run_id.clone());
     }
 
+    /// A chaos run an earlier life of the detector saw injected and not reverted.
+    pub fn resume_chaos_run(&mut self, service: ServiceName, run_id: String) {
+        self.chaos_runs.entry(service).or_insert(run_id);
+    }
+
     pub fn on_chaos_reverted(&mut self, service: &ServiceName, run_id: &str) {
         if self.chaos_runs.get(service).map(String::as_str) == Some(run_id) {
             self.chaos_runs.remove(service);

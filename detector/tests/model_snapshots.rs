@@ -1,7 +1,7 @@
 //! Against a real nats-server: a restarted detector resumes its learned model from the
 //! key-value bucket and scores at once, without a new warm-up; and a replay re-scores the
 //! stored metrics with another configuration. A restarted detector also clears the episodes
-//! its previous life fired.
+//! its previous life fired, and still labels anomalies with the chaos run in force.
 
 use std::time::Duration;
 
@@ -200,6 +200,86 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     assert_eq!(second.telemetry.count("acted", "episode_resumed"), 1);
     open_episodes(&store, &key, "no open episode left", Vec::is_empty).await;
     second.stop("the second detector to stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
+    let nats = NatsServer::start().await;
+    let bus = client(&nats.url()).await;
+    let mut anomalies = bus
+        .client()
+        .subscribe(subject::ANOMALIES_ALL)
+        .await
+        .expect("subscribe");
+    let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    let injected = samples::chaos_injected();
+    let key = format!("chaos.{}", injected.service);
+
+    // First life: sees the experiment start, and stops before any anomaly.
+    let first = Life::start(&nats.url());
+    bus.publish(None, Event::ChaosInjected(injected.clone()))
+        .await
+        .expect("publish");
+    let stored = stored_chaos_run(&store, &key, "the run stored", Option::is_some).await;
+    assert_eq!(stored.as_deref(), Some(injected.run_id.as_str()));
+    first.stop("the first detector to stop").await;
+
+    // Second life: the container dies. Its anomaly carries the run id as correlation id,
+    // though this life never saw the injection.
+    let second = Life::start(&nats.url());
+    let mut died = samples::container_event();
+    died.service = injected.service.clone();
+    died.observed_ms = 1_000;
+    bus.publish(None, Event::ContainerEvent(died))
+        .await
+        .expect("publish");
+    let envelope = within(Duration::from_secs(45), "the death to fire", async {
+        loop {
+            let message = anomalies.next().await.expect("subscription open");
+            if let Ok(envelope) = decode(&message.payload) {
+                if matches!(envelope.body, Event::Anomaly(_)) {
+                    return envelope;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        envelope.correlation_id.as_deref(),
+        Some(injected.run_id.as_str()),
+        "the anomaly is labelled with the chaos run in force"
+    );
+
+    // The experiment ends: the stored run goes, so a third life would not label with it.
+    let mut reverted = samples::chaos_reverted();
+    reverted.service = injected.service.clone();
+    reverted.run_id = injected.run_id.clone();
+    bus.publish(None, Event::ChaosReverted(reverted))
+        .await
+        .expect("publish");
+    stored_chaos_run(&store, &key, "the run forgotten", Option::is_none).await;
+    second.stop("the second detector to stop").await;
+}
+
+/// The chaos run stored under `key`, once `until` holds for it.
+async fn stored_chaos_run(
+    store: &async_nats::jetstream::kv::Store,
+    key: &str,
+    what: &str,
+    until: impl Fn(&Option<String>) -> bool,
+) -> Option<String> {
+    within(Duration::from_secs(10), what, async {
+        loop {
+            if let Ok(Some(bytes)) = store.get(key).await {
+                let run: Option<String> = rmp_serde::from_slice(&bytes).expect("decodes");
+                if until(&run) {
+                    return run;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
 
 /// The open episodes stored under `key`, once `until` holds for them.

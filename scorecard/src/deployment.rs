@@ -38,14 +38,13 @@ impl StackSpec {
         BusConfig::at(format!("nats://127.0.0.1:{}", self.nats_port))
     }
 
-    fn compose(&self, args: &[&str]) -> Result<(), ScorecardError> {
+    fn command(&self) -> Command {
         let mut command = Command::new("docker-compose");
         command
             .arg("-p")
             .arg(&self.compose_project)
             .arg("-f")
             .arg(&self.compose_file)
-            .args(args)
             .env("IMMUNE_NATS_PORT", self.nats_port.to_string())
             .env(
                 "IMMUNE_NATS_MONITOR_PORT",
@@ -53,10 +52,18 @@ impl StackSpec {
             )
             .env("IMMUNE_DEMO_PROJECT", &self.demo_project)
             .env("IMMUNE_LOADGEN_RPS", self.load_rps.to_string());
-        let status = command.status().map_err(|e| ScorecardError::Compose {
-            args: args.join(" "),
-            reason: e.to_string(),
-        })?;
+        command
+    }
+
+    fn compose(&self, args: &[&str]) -> Result<(), ScorecardError> {
+        let status = self
+            .command()
+            .args(args)
+            .status()
+            .map_err(|e| ScorecardError::Compose {
+                args: args.join(" "),
+                reason: e.to_string(),
+            })?;
         if !status.success() {
             return Err(ScorecardError::Compose {
                 args: args.join(" "),
@@ -69,6 +76,32 @@ impl StackSpec {
     /// `docker-compose up -d` with this spec's project, ports and demo project.
     pub fn up(&self) -> Result<(), ScorecardError> {
         self.compose(&["up", "-d"])
+    }
+
+    /// Writes each stage's and NATS's log (`docker-compose logs --timestamps`) to
+    /// `<dir>/<service>.log`, so a slow or missed trial can be explained after the stack is
+    /// gone. Returns the files written; a service whose log cannot be read is skipped.
+    pub fn save_logs(&self, dir: &std::path::Path) -> Result<Vec<PathBuf>, ScorecardError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ScorecardError::Write(format!("{}: {e}", dir.display())))?;
+        let mut written = Vec::new();
+        for service in std::iter::once("nats").chain(STAGES) {
+            let output = self
+                .command()
+                .args(["logs", "--no-color", "--timestamps", service])
+                .output();
+            let Ok(output) = output.map_err(|e| tracing::warn!(service, error = %e, "no logs"))
+            else {
+                continue;
+            };
+            let path = dir.join(format!("{service}.log"));
+            let mut text = output.stdout;
+            text.extend_from_slice(&output.stderr);
+            std::fs::write(&path, text)
+                .map_err(|e| ScorecardError::Write(format!("{}: {e}", path.display())))?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
     /// `docker-compose down -v`: containers, network and the NATS volume go. Chaos stops

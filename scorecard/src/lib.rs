@@ -125,6 +125,10 @@ pub struct Config {
     /// Where `scorecard.md` goes; the plots go to `<out>/scorecard/`.
     #[arg(long, default_value = "docs")]
     pub out: PathBuf,
+    /// Where NATS's and each stage's logs are saved before the stack stops (not with the
+    /// report: they are large and belong to one run).
+    #[arg(long, default_value = "target/scorecard-logs")]
+    pub logs: PathBuf,
     /// A TTF font for the plots' text.
     #[arg(
         long,
@@ -240,6 +244,14 @@ pub async fn run(config: Config) -> Result<Report, ScorecardError> {
         stack.up()?;
     }
     let result = measure_all(&config, &stack).await;
+    if !config.no_stack {
+        match stack.save_logs(&config.logs) {
+            Ok(files) => {
+                tracing::info!(dir = %config.logs.display(), files = files.len(), "stack logs saved")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not save the stack's logs"),
+        }
+    }
     if !config.no_stack && !config.keep_stack {
         tracing::info!(project = %config.compose_project, "stopping the stack");
         if let Err(e) = stack.down() {

@@ -5,7 +5,9 @@
 //! - scoring: MetricSnapshot envelopes encoded once, then, on one thread (one core): decode
 //!   the MessagePack envelope, pick the model's features, score (SPE + T²). Vectors/s per core,
 //!   with the full decode (every field built) and with the snapshot read in place
-//!   ([`SnapshotView`], strings borrowed), which the scoring path uses.
+//!   ([`SnapshotView`]: walked byte by byte, strings borrowed). The running stage takes the
+//!   full decode, since its rules read every field; its cost per message is JetStream's
+//!   acknowledgement round trip.
 //! - refit: a PCA fit with calibration on a 1-hour baseline at a 1 s interval (3600 vectors).
 
 use std::hint::black_box;

@@ -1,13 +1,14 @@
 //! A metric snapshot read in place, for the paths that judge many of them (the detector's
 //! scoring benchmark, replays of the metrics stream).
 //!
-//! [`decode`](crate::decode) builds every string and a map of the features: about 1.6 µs
-//! for a 680-byte snapshot, most of it allocation (0.7 µs in place; `cargo bench -p
-//! immune-detector --bench scoring`). [`SnapshotView::decode`]
-//! makes the same checks (size, schema version, service name) and borrows the strings from
-//! the message instead, reads the features into a list in message order, and skips unbuilt
-//! what a judge does not need (the probes' details, replicas, dependencies). The wire is the
-//! same: this is another reader of the named-field MessagePack, not another format.
+//! [`decode`](crate::decode) builds every string and a map of the features, through serde.
+//! [`SnapshotView::decode`] makes the same checks on what it reads (size, schema version,
+//! service name, types) and borrows the strings from the message instead, reads the
+//! features into a list sorted by name, and steps over what a judge does not need (the
+//! probes' details, replicas, dependencies). The message [`crate::encode`] writes is walked
+//! byte by byte ([`walk`]); any other shape goes through serde. The wire is the same: this
+//! is another reader of the named-field MessagePack, not another format. Costs are printed
+//! by `cargo bench -p immune-detector --bench scoring`.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,6 +19,8 @@ use serde::{Deserialize, Deserializer};
 use crate::codec::{check, CodecError};
 use crate::events::{ContainerState, SnapshotScope};
 use crate::service::is_token;
+
+mod walk;
 
 /// The parts of a [`crate::MetricSnapshot`] envelope that judging it needs, borrowed from
 /// the message.
@@ -39,7 +42,7 @@ pub struct SnapshotView<'a> {
     pub features: Features<'a>,
 }
 
-/// The named features of a snapshot, in message order.
+/// The named features of a snapshot, by name, each name once (as the full decode's map).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features<'a>(pub Vec<(&'a str, f64)>);
 
@@ -61,20 +64,36 @@ impl<'a> Features<'a> {
 impl<'a> SnapshotView<'a> {
     /// Reads a metric snapshot in place. `Ok(None)` when the message holds another kind (or
     /// was written by an encoder that puts the body's data before its kind): read it with
-    /// [`crate::decode`]. Refuses what [`crate::decode`] refuses, with the same errors.
+    /// [`crate::decode`]. Refuses, with [`crate::decode`]'s errors, a message of the wrong
+    /// size or schema version, an invalid service name, and a field it reads that has the
+    /// wrong type; the fields it does not read are stepped over, not checked.
     pub fn decode(bytes: &'a [u8]) -> Result<Option<Self>, CodecError> {
         check(bytes)?;
+        let view = match walk::envelope(bytes) {
+            Some(walk::Walked::Snapshot(view)) => view,
+            Some(walk::Walked::Other) => return Ok(None),
+            // Not the canonical shape: serde reads it, and says what is wrong.
+            None => match Self::deserialize(bytes)? {
+                Some(view) => view,
+                None => return Ok(None),
+            },
+        };
+        if !is_token(view.service) {
+            return Err(CodecError::Malformed(format!(
+                "invalid service name {:?}",
+                view.service
+            )));
+        }
+        Ok(Some(view))
+    }
+
+    /// The general reader: whatever MessagePack shape serde accepts.
+    fn deserialize(bytes: &'a [u8]) -> Result<Option<Self>, CodecError> {
         let wire: WireEnvelope<'a> =
             rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
         let Body::Snapshot(s) = wire.body else {
             return Ok(None);
         };
-        if !is_token(s.service) {
-            return Err(CodecError::Malformed(format!(
-                "invalid service name {:?}",
-                s.service
-            )));
-        }
         Ok(Some(SnapshotView {
             event_id: wire.event_id,
             correlation_id: wire.correlation_id,
@@ -182,6 +201,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
                 while let Some(entry) = map.next_entry::<&'de str, f64>()? {
                     features.push(entry);
                 }
+                // As the full decode's map holds them: by name, the last of a name kept.
+                features.reverse();
+                features.sort_by(|a: &(&str, f64), b| a.0.cmp(b.0));
+                features.dedup_by(|later, earlier| later.0 == earlier.0);
                 Ok(Features(features))
             }
         }

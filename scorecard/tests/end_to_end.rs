@@ -1,7 +1,8 @@
 //! The scorecard end to end on a tiny configuration: its own compose stack (real NATS, the
 //! five stages, the demo services on the real Docker engine), one crash, a 20 s fault-free
 //! period, no baselines; the report and the crash timeline plot must be written and say
-//! that the crash was detected, repaired with a restart and healthy again.
+//! that the crash was detected, repaired with a restart and healthy again, and the stack's
+//! logs must be saved.
 //! Needs the images from `scripts/images.sh debug`.
 
 use std::time::Duration;
@@ -47,6 +48,8 @@ async fn a_tiny_scorecard_runs_against_the_real_stack() {
         "28222",
         "--out",
         out_dir,
+        "--logs",
+        &format!("{out_dir}/logs"),
     ]);
     let report = tokio::time::timeout(Duration::from_secs(240), immune_scorecard::run(cli.config))
         .await
@@ -114,5 +117,18 @@ async fn a_tiny_scorecard_runs_against_the_real_stack() {
     for png in ["timeline_crash.png", "mttr.png"] {
         let bytes = std::fs::read(out.path().join("scorecard").join(png)).expect(png);
         assert!(bytes.starts_with(b"\x89PNG"), "{png} is not a PNG");
+    }
+    // The stack's logs outlive it, to explain a slow trial afterwards.
+    for (service, says) in [
+        ("nats", "Server is ready"),
+        ("collector", "collector"),
+        ("detector", "detector running"),
+        ("decider", "decider"),
+        ("executor", "executor"),
+        ("chaos", "chaos"),
+    ] {
+        let log = std::fs::read_to_string(out.path().join("logs").join(format!("{service}.log")))
+            .unwrap_or_else(|e| panic!("{service}.log: {e}"));
+        assert!(log.contains(says), "{service}.log lacks {says:?}:\n{log}");
     }
 }

@@ -57,3 +57,23 @@ pub async fn load_chaos_run(
         snapshot::get(store, &chaos_key(service), service, "chaos run").await?;
     Ok(run.flatten())
 }
+
+/// The namespace of anomaly ids (a fixed, random UUID).
+const ANOMALY_IDS: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2a7e_58d4_4b0f_9e3a_c2d1_7b95_e046);
+
+/// The id of the anomaly `detector` fires on `instance` of `service` at `at_ms` (the time of
+/// the event that fired it): a name-based UUID (v5), so an event judged again after the
+/// detector was killed before acknowledging it fires under the same id, and its
+/// publication, whose event id is derived from it ([`event_id`]), is dropped by JetStream's
+/// duplicate window instead of reaching the decider twice.
+pub fn anomaly_id(detector: &str, service: &ServiceName, instance: &str, at_ms: u64) -> String {
+    let name = format!("{detector}\n{service}\n{instance}\n{at_ms}");
+    uuid::Uuid::new_v5(&ANOMALY_IDS, name.as_bytes()).to_string()
+}
+
+/// The event id an anomaly's firing or clearing is published under: the same each time the
+/// same anomaly is published in the same state.
+pub fn event_id(anomaly_id: &str, state: immune_nats::AnomalyState) -> immune_nats::EventId {
+    let name = format!("{anomaly_id}\n{state:?}");
+    immune_nats::EventId(uuid::Uuid::new_v5(&ANOMALY_IDS, name.as_bytes()).to_string())
+}

@@ -199,7 +199,12 @@ impl LearnedDetector {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                let anomaly_id = uuid::Uuid::now_v7().to_string();
+                let anomaly_id = crate::episodes::anomaly_id(
+                    DETECTOR,
+                    &snapshot.service,
+                    &snapshot.instance,
+                    snapshot.observed_ms,
+                );
                 let correlation = chaos_run.map_or_else(|| anomaly_id.clone(), str::to_string);
                 let anomaly = Anomaly {
                     anomaly_id,

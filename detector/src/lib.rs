@@ -331,9 +331,16 @@ async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Opti
 async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), BusError> {
     let a = &finding.anomaly;
     let correlation = Some(finding.correlation_id.clone());
-    let id = bus
-        .publish(correlation.clone(), Event::Anomaly(a.clone()))
-        .await?;
+    // Published under an id derived from the anomaly's: the same anomaly published again
+    // (its event judged again after a restart) is dropped by JetStream's duplicate window.
+    let mut envelope = immune_nats::Envelope::new(
+        bus.producer().clone(),
+        correlation.clone(),
+        Event::Anomaly(a.clone()),
+    );
+    envelope.event_id = episodes::event_id(&a.anomaly_id, a.state);
+    bus.publish_envelope(&envelope).await?;
+    let id = envelope.event_id;
     let (what, outcome) = match a.state {
         AnomalyState::Firing => (
             "anomaly.firing",

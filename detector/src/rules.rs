@@ -142,7 +142,7 @@ impl RuleEngine {
     /// open at the decider forever. Returns false for an anomaly no rule fired.
     pub fn restore(&mut self, open: Finding) -> bool {
         let attack = match open.anomaly.detector.as_str() {
-            "rule:attack_burst" => true,
+            ATTACK_RULE => true,
             d if d.starts_with("rule:") => false,
             _ => return false,
         };
@@ -265,6 +265,8 @@ impl RuleEngine {
     }
 }
 
+const ATTACK_RULE: &str = "rule:attack_burst";
+
 impl RuleEngine {
     /// The attack-burst rule, beside the hard-fault rules of [`RuleEngine::on_snapshot`].
     pub fn on_attack(&mut self, snapshot: &MetricSnapshot) -> Option<Finding> {
@@ -280,7 +282,12 @@ impl RuleEngine {
             (false, _) => -1,
         };
         if instance.attack.anomaly.is_none() && instance.attack_streak >= needed {
-            let anomaly_id = uuid::Uuid::now_v7().to_string();
+            let anomaly_id = crate::episodes::anomaly_id(
+                ATTACK_RULE,
+                &snapshot.service,
+                &snapshot.instance,
+                snapshot.observed_ms,
+            );
             let correlation_id = self
                 .chaos_runs
                 .get(&snapshot.service)
@@ -293,7 +300,7 @@ impl RuleEngine {
                 container_id: snapshot.container_id.clone(),
                 state: AnomalyState::Firing,
                 signature: Signature::AttackBurst,
-                detector: "rule:attack_burst".to_string(),
+                detector: ATTACK_RULE.to_string(),
                 score: rate,
                 threshold,
                 contributions: vec![Contribution {
@@ -382,7 +389,7 @@ fn fire(
     if instance.episode.anomaly.is_some() {
         return None; // one episode fires once
     }
-    let anomaly_id = uuid::Uuid::now_v7().to_string();
+    let anomaly_id = crate::episodes::anomaly_id(rule, at.service(), at.instance(), now_ms);
     let correlation_id = chaos_runs
         .get(at.service())
         .cloned()

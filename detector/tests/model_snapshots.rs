@@ -1,7 +1,8 @@
 //! Against a real nats-server: a restarted detector resumes its learned model from the
 //! key-value bucket and scores at once, without a new warm-up; and a replay re-scores the
 //! stored metrics with another configuration. A restarted detector also clears the episodes
-//! its previous life fired, and still labels anomalies with the chaos run in force.
+//! its previous life fired, still labels anomalies with the chaos run in force, and fires an
+//! event judged again after a restart under the same id, stored once.
 
 use std::time::Duration;
 
@@ -259,6 +260,84 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
         .expect("publish");
     stored_chaos_run(&store, &key, "the run forgotten", Option::is_none).await;
     second.stop("the second detector to stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
+    let nats = NatsServer::start().await;
+    let bus = client(&nats.url()).await;
+    let mut anomalies = bus
+        .client()
+        .subscribe(subject::ANOMALIES_ALL)
+        .await
+        .expect("subscribe");
+    let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    let mut died = samples::container_event();
+    died.observed_ms = 1_000;
+    let key = format!("open.{}", died.service);
+
+    let first = Life::start(&nats.url());
+    bus.publish(None, Event::ContainerEvent(died.clone()))
+        .await
+        .expect("publish");
+    let (fired, first_id) = next_published_anomaly(&mut anomalies).await;
+    open_episodes(&store, &key, "the open episode stored", |open| {
+        !open.is_empty()
+    })
+    .await;
+    first.stop("the first detector to stop").await;
+
+    // As if the detector had been killed after publishing and before storing the episode
+    // and acknowledging: no episode stored, and the same event judged again.
+    store.purge(&key).await.expect("purge");
+    let second = Life::start(&nats.url());
+    bus.publish(None, Event::ContainerEvent(died))
+        .await
+        .expect("publish");
+    let (again, again_id) = next_published_anomaly(&mut anomalies).await;
+    assert_eq!(again.anomaly_id, fired.anomaly_id, "the same anomaly");
+    assert_eq!(again_id, first_id, "published under the same event id");
+    second.stop("the second detector to stop").await;
+
+    // The stream, which the decider reads, holds it once: JetStream dropped the duplicate.
+    let stream = bus
+        .jetstream()
+        .get_stream(immune_nats::streams::PIPELINE.name)
+        .await
+        .expect("stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject::ANOMALIES_ALL.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = 0;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+    {
+        message.expect("message");
+        stored += 1;
+    }
+    assert_eq!(stored, 1, "the anomaly is in the stream once");
+}
+
+/// The next anomaly published on the bus, with the event id it was published under.
+async fn next_published_anomaly(
+    anomalies: &mut async_nats::Subscriber,
+) -> (immune_nats::Anomaly, String) {
+    within(Duration::from_secs(45), "the death to fire", async {
+        loop {
+            let message = anomalies.next().await.expect("subscription open");
+            if let Ok(envelope) = decode(&message.payload) {
+                if let Event::Anomaly(a) = envelope.body {
+                    return (a, envelope.event_id.0);
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// The chaos run stored under `key`, once `until` holds for it.

@@ -100,7 +100,8 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         &mut anomalies,
         "a latency_up anomaly from the resumed model (is the model read from the bucket?)",
     )
-    .await;
+    .await
+    .anomaly;
     assert_eq!(anomaly.state, AnomalyState::Firing);
     assert_eq!(anomaly.signature, Signature::LatencyUp);
     assert_eq!(anomaly.detector, "pca");
@@ -136,15 +137,26 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
     assert_eq!(report.findings[0].anomaly.signature, Signature::LatencyUp);
 }
 
+/// An anomaly as it was published.
+struct Published {
+    anomaly: immune_nats::Anomaly,
+    event_id: String,
+    correlation_id: Option<String>,
+}
+
 /// The next anomaly on the subscription.
-async fn next_anomaly(anomalies: &mut async_nats::Subscriber, what: &str) -> immune_nats::Anomaly {
+async fn next_anomaly(anomalies: &mut async_nats::Subscriber, what: &str) -> Published {
     // 45 s: see the stalled first delivery after an in-process restart above.
     within(Duration::from_secs(45), what, async {
         loop {
             let message = anomalies.next().await.expect("subscription open");
             if let Ok(envelope) = decode(&message.payload) {
-                if let Event::Anomaly(a) = envelope.body {
-                    return a;
+                if let Event::Anomaly(anomaly) = envelope.body {
+                    return Published {
+                        anomaly,
+                        event_id: envelope.event_id.0,
+                        correlation_id: envelope.correlation_id,
+                    };
                 }
             }
         }
@@ -152,16 +164,39 @@ async fn next_anomaly(anomalies: &mut async_nats::Subscriber, what: &str) -> imm
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
+/// A nats-server, a client, a subscription to every anomaly and the detector's bucket.
+struct Rig {
+    nats: NatsServer,
+    bus: Bus,
+    anomalies: async_nats::Subscriber,
+    store: async_nats::jetstream::kv::Store,
+}
+
+async fn rig() -> Rig {
     let nats = NatsServer::start().await;
     let bus = client(&nats.url()).await;
-    let mut anomalies = bus
+    let anomalies = bus
         .client()
         .subscribe(subject::ANOMALIES_ALL)
         .await
         .expect("subscribe");
     let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    Rig {
+        nats,
+        bus,
+        anomalies,
+        store,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
+    let Rig {
+        nats,
+        bus,
+        mut anomalies,
+        store,
+    } = rig().await;
     let mut died = samples::container_event();
     died.observed_ms = 1_000;
     let key = format!("open.{}", died.service);
@@ -171,7 +206,9 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     bus.publish(None, Event::ContainerEvent(died.clone()))
         .await
         .expect("publish");
-    let fired = next_anomaly(&mut anomalies, "the death to fire").await;
+    let fired = next_anomaly(&mut anomalies, "the death to fire")
+        .await
+        .anomaly;
     assert_eq!(fired.state, AnomalyState::Firing);
     assert_eq!(fired.signature, Signature::Crashed);
     let stored = open_episodes(&store, &key, "the open episode stored", |open| {
@@ -194,7 +231,8 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
         &mut anomalies,
         "the first life's episode to clear (is it read back from the bucket?)",
     )
-    .await;
+    .await
+    .anomaly;
     assert_eq!(cleared.state, AnomalyState::Cleared);
     assert_eq!(cleared.anomaly_id, fired.anomaly_id);
     assert_eq!(cleared.instance, died.instance);
@@ -205,14 +243,12 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
-    let nats = NatsServer::start().await;
-    let bus = client(&nats.url()).await;
-    let mut anomalies = bus
-        .client()
-        .subscribe(subject::ANOMALIES_ALL)
-        .await
-        .expect("subscribe");
-    let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    let Rig {
+        nats,
+        bus,
+        mut anomalies,
+        store,
+    } = rig().await;
     let injected = samples::chaos_injected();
     let key = format!("chaos.{}", injected.service);
 
@@ -234,19 +270,9 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
     bus.publish(None, Event::ContainerEvent(died))
         .await
         .expect("publish");
-    let envelope = within(Duration::from_secs(45), "the death to fire", async {
-        loop {
-            let message = anomalies.next().await.expect("subscription open");
-            if let Ok(envelope) = decode(&message.payload) {
-                if matches!(envelope.body, Event::Anomaly(_)) {
-                    return envelope;
-                }
-            }
-        }
-    })
-    .await;
+    let published = next_anomaly(&mut anomalies, "the death to fire").await;
     assert_eq!(
-        envelope.correlation_id.as_deref(),
+        published.correlation_id.as_deref(),
         Some(injected.run_id.as_str()),
         "the anomaly is labelled with the chaos run in force"
     );
@@ -264,14 +290,12 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
-    let nats = NatsServer::start().await;
-    let bus = client(&nats.url()).await;
-    let mut anomalies = bus
-        .client()
-        .subscribe(subject::ANOMALIES_ALL)
-        .await
-        .expect("subscribe");
-    let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    let Rig {
+        nats,
+        bus,
+        mut anomalies,
+        store,
+    } = rig().await;
     let mut died = samples::container_event();
     died.observed_ms = 1_000;
     let key = format!("open.{}", died.service);
@@ -280,7 +304,7 @@ async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
     bus.publish(None, Event::ContainerEvent(died.clone()))
         .await
         .expect("publish");
-    let (fired, first_id) = next_published_anomaly(&mut anomalies).await;
+    let fired = next_anomaly(&mut anomalies, "the death to fire").await;
     open_episodes(&store, &key, "the open episode stored", |open| {
         !open.is_empty()
     })
@@ -294,9 +318,15 @@ async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
     bus.publish(None, Event::ContainerEvent(died))
         .await
         .expect("publish");
-    let (again, again_id) = next_published_anomaly(&mut anomalies).await;
-    assert_eq!(again.anomaly_id, fired.anomaly_id, "the same anomaly");
-    assert_eq!(again_id, first_id, "published under the same event id");
+    let again = next_anomaly(&mut anomalies, "the death to fire again").await;
+    assert_eq!(
+        again.anomaly.anomaly_id, fired.anomaly.anomaly_id,
+        "the same anomaly"
+    );
+    assert_eq!(
+        again.event_id, fired.event_id,
+        "published under the same event id"
+    );
     second.stop("the second detector to stop").await;
 
     // The stream, which the decider reads, holds it once: JetStream dropped the duplicate.
@@ -321,23 +351,6 @@ async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
         stored += 1;
     }
     assert_eq!(stored, 1, "the anomaly is in the stream once");
-}
-
-/// The next anomaly published on the bus, with the event id it was published under.
-async fn next_published_anomaly(
-    anomalies: &mut async_nats::Subscriber,
-) -> (immune_nats::Anomaly, String) {
-    within(Duration::from_secs(45), "the death to fire", async {
-        loop {
-            let message = anomalies.next().await.expect("subscription open");
-            if let Ok(envelope) = decode(&message.payload) {
-                if let Event::Anomaly(a) = envelope.body {
-                    return (a, envelope.event_id.0);
-                }
-            }
-        }
-    })
-    .await
 }
 
 /// The chaos run stored under `key`, once `until` holds for it.

@@ -189,35 +189,44 @@ async fn rig() -> Rig {
     }
 }
 
+/// A first life of the detector: the container of `died` dies, the episode fires and is
+/// stored as open (key `open.<service>`), then the detector stops. Returns the published
+/// firing.
+async fn first_life_fires(rig: &mut Rig, died: &immune_nats::ContainerEvent) -> Published {
+    let first = Life::start(&rig.nats.url());
+    rig.bus
+        .publish(None, Event::ContainerEvent(died.clone()))
+        .await
+        .expect("publish");
+    let fired = next_anomaly(&mut rig.anomalies, "the death to fire").await;
+    assert_eq!(fired.anomaly.state, AnomalyState::Firing);
+    assert_eq!(fired.anomaly.signature, Signature::Crashed);
+    let key = format!("open.{}", died.service);
+    let stored = open_episodes(&rig.store, &key, "the open episode stored", |open| {
+        !open.is_empty()
+    })
+    .await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].anomaly.anomaly_id, fired.anomaly.anomaly_id);
+    first.stop("the first detector to stop").await;
+    fired
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
-    let Rig {
-        nats,
-        bus,
-        mut anomalies,
-        store,
-    } = rig().await;
+    let mut rig = rig().await;
     let mut died = samples::container_event();
     died.observed_ms = 1_000;
     let key = format!("open.{}", died.service);
 
     // First life: the container dies; the episode fires and is stored as open.
-    let first = Life::start(&nats.url());
-    bus.publish(None, Event::ContainerEvent(died.clone()))
-        .await
-        .expect("publish");
-    let fired = next_anomaly(&mut anomalies, "the death to fire")
-        .await
-        .anomaly;
-    assert_eq!(fired.state, AnomalyState::Firing);
-    assert_eq!(fired.signature, Signature::Crashed);
-    let stored = open_episodes(&store, &key, "the open episode stored", |open| {
-        !open.is_empty()
-    })
-    .await;
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].anomaly.anomaly_id, fired.anomaly_id);
-    first.stop("the first detector to stop").await;
+    let fired = first_life_fires(&mut rig, &died).await.anomaly;
+    let Rig {
+        nats,
+        bus,
+        mut anomalies,
+        store,
+    } = rig;
 
     // Second life: the container is running and healthy again. The episode the first life
     // fired clears, with its id, so the decider can call the service recovered.
@@ -290,26 +299,18 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
+    let mut rig = rig().await;
+    let mut died = samples::container_event();
+    died.observed_ms = 1_000;
+    let key = format!("open.{}", died.service);
+
+    let fired = first_life_fires(&mut rig, &died).await;
     let Rig {
         nats,
         bus,
         mut anomalies,
         store,
-    } = rig().await;
-    let mut died = samples::container_event();
-    died.observed_ms = 1_000;
-    let key = format!("open.{}", died.service);
-
-    let first = Life::start(&nats.url());
-    bus.publish(None, Event::ContainerEvent(died.clone()))
-        .await
-        .expect("publish");
-    let fired = next_anomaly(&mut anomalies, "the death to fire").await;
-    open_episodes(&store, &key, "the open episode stored", |open| {
-        !open.is_empty()
-    })
-    .await;
-    first.stop("the first detector to stop").await;
+    } = rig;
 
     // As if the detector had been killed after publishing and before storing the episode
     // and acknowledging: no episode stored, and the same event judged again.

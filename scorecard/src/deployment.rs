@@ -128,6 +128,36 @@ pub async fn instances(
         .collect())
 }
 
+/// Removes the containers of `service` whose names are not in `keep`: the replicas a scale
+/// out added during a trial (a recreated container keeps its name, so it stays), so that the next trial starts from the same topology (and
+/// chaos does not pick a replica that the callers never send a request to). Returns the
+/// names removed.
+pub async fn remove_added(
+    docker: &Docker,
+    demo_project: &str,
+    service: &str,
+    keep: &[String],
+) -> Result<Vec<String>, ScorecardError> {
+    let mut removed = Vec::new();
+    for c in instances(docker, demo_project, service).await? {
+        if keep.contains(&c.name) {
+            continue;
+        }
+        docker
+            .remove_container(
+                &c.id,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| ScorecardError::Docker(format!("removing {}: {e}", c.name)))?;
+        removed.push(c.name);
+    }
+    Ok(removed)
+}
+
 /// A stage container of the stack: compose service name, id, address.
 #[derive(Debug, Clone)]
 pub struct StageContainer {

@@ -475,6 +475,12 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
 async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), ScorecardError> {
     let config = ctx.config;
     let from = ctx.recorder.len().saturating_sub(1);
+    let before: Vec<String> =
+        deployment::instances(&ctx.docker, &config.demo_project, &config.target)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
     let prober = Prober::start(
         ctx.docker.clone(),
         config.demo_project.clone(),
@@ -537,6 +543,13 @@ async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), Sc
     let trial = measure(&run_id, &seen, &probes)
         .ok_or_else(|| ScorecardError::Timeout(format!("no chaos.injected for run {run_id}")))?;
     let timeline = Timeline::of(&trial, &seen, &probes);
+    // A scale out's replica stays; trials must not inherit it.
+    let removed =
+        deployment::remove_added(&ctx.docker, &config.demo_project, &config.target, &before)
+            .await?;
+    if !removed.is_empty() {
+        tracing::info!(?removed, "replicas added during the trial removed");
+    }
     Ok((trial, timeline))
 }
 

@@ -25,7 +25,7 @@ use immune_runtime::Bus;
 
 use crate::baseline::BaselineRun;
 use crate::deployment::{read_stage, stage_containers, StackSpec, StageReading};
-use crate::measure::{measure, Trial};
+use crate::measure::{measure, open_anomalies, Trial};
 use crate::observe::{Prober, Recorder};
 use crate::report::{FaultFree, Report, StageFigures, Timeline};
 
@@ -459,11 +459,22 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
                 )
             });
         if !open && prober.healthy_for(5) {
-            return Ok(());
+            let running: Vec<String> =
+                deployment::instances(&ctx.docker, &ctx.config.demo_project, &ctx.config.target)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect();
+            let anomalies = ctx
+                .recorder
+                .with_all(|seen| open_anomalies(seen, &ctx.config.target, &running));
+            if anomalies.is_empty() {
+                return Ok(());
+            }
         }
         if tokio::time::Instant::now() > deadline {
             return Err(ScorecardError::Timeout(format!(
-                "{} not steady (healthy, no open incident) within 180 s",
+                "{} not steady (healthy, no open incident, no anomaly left to clear) within 180 s",
                 ctx.config.target
             )));
         }

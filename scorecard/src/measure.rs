@@ -250,6 +250,36 @@ pub fn measure(run_id: &str, seen: &[Envelope], probes: &[Probe]) -> Option<Tria
     })
 }
 
+/// The anomalies on `service` that fired and have not cleared, on the instances in
+/// `running` (an anomaly of a container that is gone never clears): their ids. A trial must
+/// not start while one is open, since the detector opens no second episode on an instance
+/// whose episode is still open, and the new fault would go unseen.
+pub fn open_anomalies<'a>(
+    seen: impl IntoIterator<Item = &'a Envelope>,
+    service: &str,
+    running: &[String],
+) -> Vec<String> {
+    let mut open: Vec<String> = Vec::new();
+    for envelope in seen {
+        let Event::Anomaly(a) = &envelope.body else {
+            continue;
+        };
+        if a.service.as_str() != service {
+            continue;
+        }
+        match a.state {
+            AnomalyState::Firing if running.contains(&a.instance) => {
+                if !open.contains(&a.anomaly_id) {
+                    open.push(a.anomaly_id.clone());
+                }
+            }
+            AnomalyState::Firing => {}
+            AnomalyState::Cleared => open.retain(|id| *id != a.anomaly_id),
+        }
+    }
+    open
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -529,5 +559,27 @@ mod tests {
         assert_eq!(trial.healed_ms, None);
         assert_eq!(trial.healed_by, HealedBy::Never);
         assert!(measure("other-run", &seen, &[]).is_none());
+    }
+
+    #[test]
+    fn an_anomaly_is_open_until_cleared_and_only_on_running_instances() {
+        let anomaly = |id: &str, instance: &str, state: AnomalyState| {
+            let mut a = immune_nats::samples::anomaly();
+            a.anomaly_id = id.into();
+            a.service = svc("payments");
+            a.instance = instance.into();
+            a.state = state;
+            at(1, Stage::Detector, None, Event::Anomaly(a))
+        };
+        let running = vec!["payments-1".to_string()];
+        let seen = vec![
+            anomaly("a", "payments-1", AnomalyState::Firing),
+            anomaly("b", "payments-1", AnomalyState::Firing),
+            anomaly("gone", "payments-1-replica", AnomalyState::Firing),
+            anomaly("a", "payments-1", AnomalyState::Cleared),
+        ];
+        assert_eq!(open_anomalies(&seen, "payments", &running), vec!["b"]);
+        assert!(open_anomalies(&seen, "orders", &running).is_empty());
+        assert!(open_anomalies(&seen[..1], "payments", &[]).is_empty());
     }
 }

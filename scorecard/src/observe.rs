@@ -56,6 +56,11 @@ impl Recorder {
         seen[from.min(seen.len())..].to_vec()
     }
 
+    /// `f` applied to every event seen so far, without copying them.
+    pub fn with_all<R>(&self, f: impl FnOnce(&[Envelope]) -> R) -> R {
+        f(&lock(&self.seen))
+    }
+
     pub fn undecodable(&self) -> u64 {
         *lock(&self.undecodable)
     }

@@ -53,6 +53,12 @@ pub struct LearnedConfig {
     pub n: u32,
     /// Refit after this many new vectors (0: never refit).
     pub refit_every: usize,
+    /// An episode still open after this many windows is taken as the service's new normal:
+    /// the model is refitted on its recent vectors, anomalous ones included, and the
+    /// episode closes (0: never). Without it a lasting shift that no repair undoes (memory
+    /// the allocator keeps after a leak is stopped) keeps the episode open for good, and
+    /// the learned detector sees no other fault on that instance.
+    pub max_episode: u32,
     /// Windows per vector: 1 scores each window alone; L appends the L-1 previous ones.
     pub lags: usize,
     /// Windows whose scores are averaged into the level judged against the threshold
@@ -77,6 +83,7 @@ impl Default for LearnedConfig {
             k: 3,
             n: 5,
             refit_every: 600,
+            max_episode: 600,
             lags: 1,
             smooth: 1,
             ignore_features: vec![
@@ -614,6 +621,8 @@ pub struct Hysteresis {
 pub enum Transition {
     Opened,
     Closed,
+    /// Closed after `max_episode` windows: the shift was taken as the new normal.
+    Accepted,
     Unchanged,
 }
 
@@ -645,6 +654,12 @@ impl Hysteresis {
         } else {
             (1u64 << self.n) - 1
         }
+    }
+
+    /// Ends the episode now, as if the last n windows had been quiet.
+    pub fn close(&mut self) {
+        self.open = false;
+        self.window = 0;
     }
 
     pub fn push(&mut self, exceeds: bool) -> Transition {
@@ -821,6 +836,15 @@ impl Learner {
         self.history.iter().filter(|(_, normal)| *normal).count()
     }
 
+    /// Takes the last `recent` vectors of the history as normal (a lasting shift accepted)
+    /// and refits on the normal vectors now.
+    pub fn accept_recent(&mut self, recent: usize) -> Result<(), FitError> {
+        for (_, normal) in self.history.iter_mut().rev().take(recent) {
+            *normal = true;
+        }
+        self.refit()
+    }
+
     /// Fits on the normal vectors in the history, now.
     pub fn refit(&mut self) -> Result<(), FitError> {
         self.since_fit = 0;
@@ -843,6 +867,9 @@ pub struct Track {
     lags: Lags,
     smoother: Smoother,
     hysteresis: Hysteresis,
+    /// Windows the current episode has been open.
+    open_windows: u32,
+    max_episode: u32,
 }
 
 /// What one window did.
@@ -860,6 +887,8 @@ impl Track {
             lags: Lags::new(config.lags),
             smoother: Smoother::default(),
             hysteresis: Hysteresis::new(config.k, config.n),
+            open_windows: 0,
+            max_episode: config.max_episode,
         }
     }
 
@@ -896,7 +925,24 @@ impl Track {
             None => Transition::Unchanged,
         };
         let normal = !judgement.is_some_and(|j| j.exceeds) && !self.hysteresis.is_open();
-        let learned = learner.learn(x, normal);
+        let mut learned = learner.learn(x, normal);
+        self.open_windows = if self.hysteresis.is_open() {
+            self.open_windows.saturating_add(1)
+        } else {
+            0
+        };
+        let mut transition = transition;
+        if self.max_episode > 0 && self.open_windows >= self.max_episode {
+            // A shift this lasting is the service's new normal: learn it, end the episode.
+            self.hysteresis.close();
+            self.open_windows = 0;
+            self.smoother = Smoother::default();
+            transition = Transition::Accepted;
+            learned = match learner.accept_recent(self.max_episode as usize) {
+                Ok(()) => Learned::Fitted { refit: true },
+                Err(e) => Learned::Failed(e),
+            };
+        }
         Step {
             judgement,
             transition,
@@ -948,6 +994,72 @@ mod tests {
         let rows: Vec<Vec<f64>> = (0..600).map(|_| normal(&mut noise)).collect();
         let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
         (Model::fit(names(), &refs, config).expect("fits"), noise)
+    }
+
+    #[test]
+    fn a_shift_that_lasts_max_episode_windows_becomes_the_new_normal() {
+        let config = LearnedConfig {
+            baseline: 200,
+            history: 1000,
+            refit_every: 0,
+            max_episode: 50,
+            ..Default::default()
+        };
+        let mut noise = Noise(5);
+        let mut learner = Learner::new(names(), config.clone());
+        let mut track = Track::new(&config);
+        for _ in 0..200 {
+            track.step(&mut learner, &normal(&mut noise));
+        }
+        assert!(learner.model().is_some());
+        // p99 latency twice as high from now on, for good.
+        let shifted = |noise: &mut Noise| {
+            let mut x = normal(noise);
+            x[3] *= 2.0;
+            x
+        };
+        let transitions: Vec<Transition> = (0..60)
+            .map(|_| track.step(&mut learner, &shifted(&mut noise)).transition)
+            .collect();
+        let opened = transitions
+            .iter()
+            .position(|t| *t == Transition::Opened)
+            .expect("the shift opens an episode");
+        let accepted = transitions
+            .iter()
+            .position(|t| *t == Transition::Accepted)
+            .expect("and is accepted");
+        assert_eq!(
+            accepted - opened + 1,
+            50,
+            "accepted in its 50th open window (the opening one counts)"
+        );
+        assert!(!track.is_open());
+        // The new level is normal now: no episode opens on it.
+        let reopened = (0..200)
+            .filter(|_| {
+                track.step(&mut learner, &shifted(&mut noise)).transition == Transition::Opened
+            })
+            .count();
+        assert_eq!(reopened, 0);
+
+        // max_episode 0: the episode stays open.
+        let never = LearnedConfig {
+            max_episode: 0,
+            ..config
+        };
+        let mut learner = Learner::new(names(), never.clone());
+        let mut track = Track::new(&never);
+        for _ in 0..200 {
+            track.step(&mut learner, &normal(&mut noise));
+        }
+        for _ in 0..300 {
+            track.step(&mut learner, &shifted(&mut noise));
+        }
+        assert!(
+            track.is_open(),
+            "without the guard the shift is never learned"
+        );
     }
 
     #[test]

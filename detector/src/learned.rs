@@ -240,16 +240,23 @@ impl LearnedDetector {
                     correlation_id: correlation,
                 });
             }
-            Transition::Closed => {
+            Transition::Closed | Transition::Accepted => {
                 if let Some((mut anomaly, correlation)) = instance.episode.take() {
+                    let lasted = snapshot.observed_ms.saturating_sub(anomaly.started_ms);
                     anomaly.state = AnomalyState::Cleared;
                     anomaly.score = judgement.level;
                     anomaly.contributions.clear();
-                    anomaly.reason = format!(
-                        "back under the threshold for {} windows after {} ms",
-                        config.n,
-                        snapshot.observed_ms.saturating_sub(anomaly.started_ms)
-                    );
+                    anomaly.reason = if step.transition == Transition::Accepted {
+                        format!(
+                            "open for {} windows ({lasted} ms) without returning to normal: taken as the new normal, model refitted on it",
+                            config.max_episode
+                        )
+                    } else {
+                        format!(
+                            "back under the threshold for {} windows after {lasted} ms",
+                            config.n
+                        )
+                    };
                     outcome.finding = Some(Finding {
                         anomaly,
                         correlation_id: correlation,

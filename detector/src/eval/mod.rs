@@ -220,7 +220,7 @@ pub fn run(datasets: &Path, config: &EvalConfig) -> Result<String, EvalError> {
 
 fn cfg_line(c: &LearnedConfig) -> String {
     format!(
-        "lags {}, variance kept {}, at most {} components, score level = geometric mean over {} window(s), threshold = q{} of the baseline's levels x {}, {} of {} windows, refit every {} on the last {} normal vectors",
+        "lags {}, variance kept {}, at most {} components, score level = geometric mean over {} window(s), threshold = q{} of the baseline's levels x {}, {} of {} windows, refit every {} on the last {} normal vectors, an episode open {} windows taken as the new normal",
         c.lags,
         c.variance_kept,
         c.max_components,
@@ -230,7 +230,8 @@ fn cfg_line(c: &LearnedConfig) -> String {
         c.k,
         c.n,
         c.refit_every,
-        c.history
+        c.history,
+        c.max_episode
     )
 }
 

@@ -397,18 +397,7 @@ async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shu
 /// The key in the faults bucket of the fault a request injects: the request's event id,
 /// which a delivery of the same request again shares.
 fn fault_key(request: &EventId) -> String {
-    let id: String = request
-        .0
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("fault.{id}")
+    format!("fault.{}", immune_nats::streams::kv_key_part(&request.0))
 }
 
 /// Picks the target under the guardrails and injects (the fault kept under `key`), or says

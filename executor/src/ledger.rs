@@ -100,19 +100,10 @@ impl Ledger {
     }
 }
 
-/// Key-value keys allow `[-/_=.a-zA-Z0-9]`; anything else in an action id is replaced (dots
+/// The key of an action's result ([`immune_nats::streams::kv_key_part`]: dots replaced
 /// too, so no result key can look like an attempt key).
 pub fn result_key(action_id: &str) -> String {
-    action_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    immune_nats::streams::kv_key_part(action_id)
 }
 
 pub fn attempt_key(action_id: &str) -> String {

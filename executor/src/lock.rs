@@ -149,15 +149,7 @@ impl Held {
     }
 }
 
-/// Key-value keys allow `[-/_=.a-zA-Z0-9]`.
+/// The key of a lock on `what` ([`immune_nats::streams::kv_key_part`]).
 pub fn lock_key(what: &str) -> String {
-    what.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    immune_nats::streams::kv_key_part(what)
 }

@@ -114,6 +114,21 @@ pub const CHAOS: ConsumerSpec = ConsumerSpec {
     ack_wait: Duration::from_secs(30),
 };
 
+/// `text` as one part of a key-value key: keys allow `[-/_=.a-zA-Z0-9]`; anything else
+/// becomes `_`, dots and slashes too, so the part cannot look like a prefix (`attempt.`,
+/// `fault.`) or span levels.
+pub fn kv_key_part(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Key-value buckets: durable state that must outlive a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketSpec {

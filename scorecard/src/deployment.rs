@@ -128,6 +128,19 @@ pub async fn instances(
         .collect())
 }
 
+/// The names of the containers of `service` in this demo project (running or not).
+pub async fn instance_names(
+    docker: &Docker,
+    demo_project: &str,
+    service: &str,
+) -> Result<Vec<String>, ScorecardError> {
+    Ok(instances(docker, demo_project, service)
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
+}
+
 /// Removes the containers of `service` whose names are not in `keep`: the replicas a scale
 /// out added during a trial (a recreated container keeps its name, so it stays), so that the next trial starts from the same topology (and
 /// chaos does not pick a replica that the callers never send a request to). Returns the

@@ -459,12 +459,12 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
                 )
             });
         if !open && prober.healthy_for(5) {
-            let running: Vec<String> =
-                deployment::instances(&ctx.docker, &ctx.config.demo_project, &ctx.config.target)
-                    .await?
-                    .into_iter()
-                    .map(|c| c.name)
-                    .collect();
+            let running = deployment::instance_names(
+                &ctx.docker,
+                &ctx.config.demo_project,
+                &ctx.config.target,
+            )
+            .await?;
             let anomalies = ctx
                 .recorder
                 .with_all(|seen| open_anomalies(seen, &ctx.config.target, &running));
@@ -486,12 +486,8 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
 async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), ScorecardError> {
     let config = ctx.config;
     let from = ctx.recorder.len().saturating_sub(1);
-    let before: Vec<String> =
-        deployment::instances(&ctx.docker, &config.demo_project, &config.target)
-            .await?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
+    let before =
+        deployment::instance_names(&ctx.docker, &config.demo_project, &config.target).await?;
     let prober = Prober::start(
         ctx.docker.clone(),
         config.demo_project.clone(),

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use immune_nats::{Anomaly, AnomalyState, ContainerState, MetricSnapshot, ServiceName};
+use immune_nats::{
+    Anomaly, AnomalyState, ContainerEvent, ContainerState, MetricSnapshot, ServiceName,
+};
 
 use crate::baseline::{classify, Learned, LearnedConfig, Learner, Model, Track, Transition};
 use crate::rules::Finding;
@@ -103,6 +105,31 @@ impl LearnedDetector {
             },
         );
         true
+    }
+
+    /// The container was destroyed: its track is forgotten and its open episode clears,
+    /// when it belongs to that container (see [`crate::rules::RuleEngine::on_removed`]).
+    pub fn on_removed(&mut self, event: &ContainerEvent) -> Option<Finding> {
+        let key = (event.service.clone(), event.instance.clone());
+        let instance = self.instances.get(&key)?;
+        let ours = instance
+            .episode
+            .as_ref()
+            .is_none_or(|(a, _)| a.container_id == event.container_id);
+        if !ours {
+            return None;
+        }
+        let (mut anomaly, correlation_id) = self.instances.remove(&key)?.episode?;
+        anomaly.state = AnomalyState::Cleared;
+        anomaly.reason = format!(
+            "container removed after {} ms: nothing left to heal",
+            event.observed_ms.saturating_sub(anomaly.started_ms)
+        );
+        anomaly.contributions.clear();
+        Some(Finding {
+            anomaly,
+            correlation_id,
+        })
     }
 
     pub fn model(&self, service: &ServiceName) -> Option<&Model> {
@@ -342,6 +369,41 @@ mod tests {
         assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
         assert_eq!(cleared.anomaly.anomaly_id, finding.anomaly.anomaly_id);
         assert_eq!(cleared.correlation_id, "run-1");
+    }
+
+    #[test]
+    fn a_removed_container_clears_its_learned_episode() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let (mut detector, _) = trained(&config);
+        let fired = (60 + SKIPPED..70 + SKIPPED)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&snapshot(at, 400.0, 50.0), None)
+                    .finding
+            })
+            .expect("fires");
+        let service = fired.anomaly.service.clone();
+        let mut destroyed = samples::container_event();
+        destroyed.kind = immune_nats::ContainerEventKind::Destroyed;
+        destroyed.observed_ms = fired.anomaly.started_ms + 1_000;
+        destroyed.container_id = "another".into();
+        assert!(
+            detector.on_removed(&destroyed).is_none(),
+            "not its container"
+        );
+        destroyed.container_id = fired.anomaly.container_id.clone();
+        let cleared = detector.on_removed(&destroyed).expect("clears");
+        assert_eq!(cleared.anomaly.anomaly_id, fired.anomaly.anomaly_id);
+        assert_eq!(cleared.anomaly.state, AnomalyState::Cleared);
+        assert!(cleared
+            .anomaly
+            .reason
+            .starts_with("container removed after 1000 ms"));
+        assert!(detector.open_episodes(&service).is_empty());
+        assert!(detector.on_removed(&destroyed).is_none(), "cleared once");
     }
 
     /// A detector that learned its baseline of normal snapshots, and the model it fitted.

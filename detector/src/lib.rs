@@ -29,7 +29,9 @@ use async_nats::jetstream::kv;
 use std::collections::{HashMap, HashSet};
 
 use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
-use immune_nats::{AnomalyState, Event, MetricSnapshot, ServiceName, SnapshotScope, Stage};
+use immune_nats::{
+    AnomalyState, ContainerEventKind, Event, MetricSnapshot, ServiceName, SnapshotScope, Stage,
+};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{Bus, BusConfig, BusError, Delivery, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
@@ -163,6 +165,10 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
             findings.extend(detectors.rules.on_snapshot(s));
             findings.extend(detectors.rules.on_attack(s));
             findings.extend(learn(bus, detectors, s).await);
+        }
+        Event::ContainerEvent(e) if e.kind == ContainerEventKind::Destroyed => {
+            findings.extend(detectors.rules.on_removed(e));
+            findings.extend(detectors.learned.on_removed(e));
         }
         Event::ContainerEvent(e) => findings.extend(detectors.rules.on_container_event(e)),
         Event::ChaosInjected(c) => {

@@ -268,6 +268,50 @@ impl RuleEngine {
 const ATTACK_RULE: &str = "rule:attack_burst";
 
 impl RuleEngine {
+    /// The container was destroyed (scaled in, removed by hand): its open episodes clear,
+    /// as nothing is left to heal. Matched on the name *and* the id, so a recreate (the old
+    /// container renamed aside before it goes) or a late destroy of an earlier container of
+    /// the same name leaves the episode of the one now running alone.
+    pub fn on_removed(&mut self, event: &ContainerEvent) -> Vec<Finding> {
+        let key = (event.service.clone(), event.instance.clone());
+        let Some(instance) = self.instances.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut cleared = Vec::new();
+        for episode in [&mut instance.episode, &mut instance.attack] {
+            if episode
+                .anomaly
+                .as_ref()
+                .is_some_and(|a| a.container_id == event.container_id)
+            {
+                cleared.extend(clear_removed(episode, event.observed_ms));
+            }
+        }
+        if !cleared.is_empty() {
+            instance.failures = 0;
+            instance.passes = 0;
+            instance.attack_streak = 0;
+        }
+        cleared
+    }
+}
+
+/// Clears `episode` because its container is gone.
+fn clear_removed(episode: &mut Episode, now_ms: u64) -> Option<Finding> {
+    let mut anomaly = episode.anomaly.take()?;
+    anomaly.state = AnomalyState::Cleared;
+    anomaly.reason = format!(
+        "container removed after {} ms: nothing left to heal",
+        now_ms.saturating_sub(anomaly.started_ms)
+    );
+    anomaly.contributions.clear();
+    Some(Finding {
+        anomaly,
+        correlation_id: std::mem::take(&mut episode.correlation_id),
+    })
+}
+
+impl RuleEngine {
     /// The attack-burst rule, beside the hard-fault rules of [`RuleEngine::on_snapshot`].
     pub fn on_attack(&mut self, snapshot: &MetricSnapshot) -> Option<Finding> {
         let rate = *snapshot.features.get(feature::REJECTED_RATE)?;
@@ -524,6 +568,46 @@ mod tests {
             .on_snapshot(&snapshot(ContainerState::Running, Some(true), 12))
             .expect("clears");
         assert_eq!(cleared.correlation_id, "run-42");
+    }
+
+    #[test]
+    fn a_removed_container_clears_its_episodes_but_a_recreated_one_keeps_them() {
+        let mut rules = RuleEngine::new(RuleConfig {
+            attack_snapshots: 1,
+            ..RuleConfig::default()
+        });
+        let mut died = samples::container_event();
+        died.observed_ms = 10;
+        rules.on_container_event(&died).expect("fires");
+        rules.on_attack(&refusing(Some(50.0), 11)).expect("fires");
+
+        // A recreate renames the old container aside before removing it.
+        let mut aside = died.clone();
+        aside.kind = ContainerEventKind::Destroyed;
+        aside.instance = format!("{}-replaced-c0ffee", died.instance);
+        aside.observed_ms = 20;
+        assert!(rules.on_removed(&aside).is_empty());
+        // A late destroy of an earlier container that had the same name.
+        let mut earlier = aside.clone();
+        earlier.instance = died.instance.clone();
+        earlier.container_id = "0ld".into();
+        assert!(rules.on_removed(&earlier).is_empty());
+        assert_eq!(rules.open_episodes(&died.service).len(), 2);
+
+        let mut removed = earlier.clone();
+        removed.container_id = died.container_id.clone();
+        let cleared = rules.on_removed(&removed);
+        assert_eq!(cleared.len(), 2, "{cleared:?}");
+        for finding in &cleared {
+            assert_eq!(finding.anomaly.state, AnomalyState::Cleared);
+            assert!(
+                finding.anomaly.reason.starts_with("container removed"),
+                "{}",
+                finding.anomaly.reason
+            );
+        }
+        assert!(rules.open_episodes(&died.service).is_empty());
+        assert!(rules.on_removed(&removed).is_empty(), "cleared once");
     }
 
     #[test]

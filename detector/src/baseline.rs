@@ -6,8 +6,10 @@
 //!   (how far it lies inside the retained subspace), each divided by its baseline mean. The
 //!   threshold is a quantile of the baseline's own scores times a margin: no labels.
 //! - [`Learner`]: keeps recent vectors, fits once the baseline is long enough, refits every
-//!   `refit_every` vectors on the vectors that were judged normal (anomalous periods are left
-//!   out, so an incident does not become the new normal).
+//!   `refit_every` vectors on the vectors that were judged normal: the windows of an open
+//!   episode are left out, so an incident does not become the new normal; a window that only
+//!   crossed the threshold, with no episode, stays in, as the threshold's quantile is taken
+//!   from that tail (leaving it out lowered the threshold at each refit).
 //! - [`Smoother`]: the level judged against the threshold is the geometric mean of the last
 //!   `smooth` scores (1: each window alone), so a sustained shift stands out of the noise.
 //! - [`Hysteresis`]: k exceedances among the last n windows open an episode, n quiet windows
@@ -924,7 +926,9 @@ impl Track {
             Some(j) => self.hysteresis.push(j.exceeds),
             None => Transition::Unchanged,
         };
-        let normal = !judgement.is_some_and(|j| j.exceeds) && !self.hysteresis.is_open();
+        // Only an episode is left out of later fits: a lone exceedance is the normal tail
+        // the next threshold is calibrated on.
+        let normal = !self.hysteresis.is_open();
         let mut learned = learner.learn(x, normal);
         self.open_windows = if self.hysteresis.is_open() {
             self.open_windows.saturating_add(1)
@@ -1287,6 +1291,43 @@ mod tests {
             naive.learn(&x, true);
         }
         assert!(naive.model().expect("fitted").median[p99] > 100.0);
+    }
+
+    #[test]
+    fn refits_on_steady_traffic_keep_the_threshold_where_it_was() {
+        // Calibrating a refit without the windows that merely exceeded (no episode) cuts off
+        // the tail the quantile is taken from: each refit lowered the threshold a little,
+        // and a steady service started to alarm after enough refits.
+        let config = LearnedConfig {
+            baseline: 300,
+            history: 1200,
+            refit_every: 300,
+            max_episode: 0,
+            ..Default::default()
+        };
+        let mut noise = Noise(3);
+        let mut learner = Learner::new(names(), config.clone());
+        let mut track = Track::new(&config);
+        let mut thresholds = Vec::new();
+        let mut opened = 0;
+        for _ in 0..30_000 {
+            // Latency with a long (exponential) tail, as real latency has.
+            let mut x = normal(&mut noise);
+            x[3] -= 3.0 * (0.5 - noise.next()).ln();
+            let step = track.step(&mut learner, &x);
+            if matches!(step.learned, Learned::Fitted { .. }) {
+                thresholds.push(learner.model().expect("fitted").threshold);
+            }
+            opened += usize::from(step.transition == Transition::Opened);
+        }
+        assert_eq!(thresholds.len(), 100);
+        let lowest = thresholds.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(
+            lowest > 0.5 * thresholds[0],
+            "a refit's threshold fell to {lowest:.1} from {:.1}: {thresholds:.1?}",
+            thresholds[0]
+        );
+        assert_eq!(opened, 0, "steady traffic opened {opened} episodes");
     }
 
     #[test]

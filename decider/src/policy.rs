@@ -177,8 +177,13 @@ enum Phase {
 struct Open {
     incident: Incident,
     correlation_id: String,
-    /// The latest firing anomaly: where to act.
+    /// The anomaly that opened the incident: where to act, and whose clearing recovers it.
     anomaly: Anomaly,
+    /// The service's other anomalies that fired while the incident was open (another
+    /// replica, another detector), by id, with their correlation id. They neither redirect
+    /// its actions nor recover it; those still firing when it recovers open the next one.
+    #[serde(default)]
+    others: BTreeMap<String, (Anomaly, Option<String>)>,
     /// Playbook step indexes in the order to try them.
     order: Vec<usize>,
     /// Position in `order` of the next step.
@@ -319,7 +324,9 @@ impl Decider {
                 anomaly,
                 correlation_id,
             } => match anomaly.state {
-                AnomalyState::Firing => self.on_firing(anomaly, correlation_id, now_ms, &mut out),
+                AnomalyState::Firing => {
+                    self.on_firing(anomaly, correlation_id, now_ms, 0, &mut out)
+                }
                 AnomalyState::Cleared => self.on_cleared(anomaly, now_ms, &mut out),
             },
             Input::Result(result) => self.on_result(result, now_ms, &mut out),
@@ -346,11 +353,14 @@ impl Decider {
         out
     }
 
+    /// A firing anomaly opens an incident, or joins the open one of its service. A new
+    /// incident acts no earlier than `hold_until` (unless its container died).
     fn on_firing(
         &mut self,
         anomaly: &Anomaly,
         correlation_id: Option<&str>,
         now_ms: u64,
+        hold_until: u64,
         out: &mut Vec<Decided>,
     ) {
         if self.settled.contains_key(&anomaly.anomaly_id) {
@@ -360,14 +370,25 @@ impl Decider {
         self.depends_on
             .insert(service.clone(), anomaly.depends_on.clone());
         if let Some(open) = self.open.get_mut(&service) {
-            open.cleared = false;
-            open.anomaly = anomaly.clone();
-            remember_signal(open, anomaly);
-            note(
-                open,
-                now_ms,
-                format!("anomaly: {} ({})", anomaly.signature, anomaly.reason),
-            );
+            if open.anomaly.anomaly_id == anomaly.anomaly_id {
+                return; // delivered again
+            }
+            let joined = (anomaly.clone(), correlation_id.map(str::to_string));
+            if open
+                .others
+                .insert(anomaly.anomaly_id.clone(), joined)
+                .is_none()
+            {
+                remember_signal(open, anomaly);
+                note(
+                    open,
+                    now_ms,
+                    format!(
+                        "anomaly on {}: {} ({})",
+                        anomaly.instance, anomaly.signature, anomaly.reason
+                    ),
+                );
+            }
             return;
         }
         let incident_id = uuid::Uuid::now_v7().to_string();
@@ -395,11 +416,14 @@ impl Decider {
             phase: Phase::Pending { blocked: None },
             cleared: false,
             approved: None,
-            settle_until: if anomaly.depends_on.is_empty() || own_fault(anomaly.signature) {
-                0
-            } else {
-                now_ms + self.config.root_cause_wait_ms
-            },
+            settle_until: hold_until.max(
+                if anomaly.depends_on.is_empty() || own_fault(anomaly.signature) {
+                    0
+                } else {
+                    now_ms + self.config.root_cause_wait_ms
+                },
+            ),
+            others: BTreeMap::new(),
             signals: Vec::new(),
             tried: Vec::new(),
             mitigations: Vec::new(),
@@ -453,6 +477,17 @@ impl Decider {
         let Some(open) = self.open.get_mut(&anomaly.service) else {
             return;
         };
+        if open.others.remove(&anomaly.anomaly_id).is_some() {
+            note(
+                open,
+                now_ms,
+                format!("the anomaly on {} cleared", anomaly.instance),
+            );
+            return;
+        }
+        if open.anomaly.anomaly_id != anomaly.anomaly_id {
+            return; // not this incident's (an escalated one's, say)
+        }
         open.cleared = true;
         match open.phase {
             Phase::InFlight { .. } => {} // recovered once the action's result is in
@@ -874,13 +909,17 @@ impl Decider {
             .get(service)
             .filter(|o| !own && o.settle_until > now_ms)
         {
+            let wait = open.settle_until - now_ms;
             return Some((
                 "root_cause_wait",
-                format!(
-                    "{service} calls {}: waiting {} ms for their anomalies (or recovery) to show",
-                    join(&open.anomaly.depends_on),
-                    open.settle_until - now_ms
-                ),
+                if open.anomaly.depends_on.is_empty() {
+                    format!("{service} just recovered from another anomaly: waiting {wait} ms for this one to clear with it")
+                } else {
+                    format!(
+                        "{service} calls {}: waiting {wait} ms for their anomalies (or recovery) to show",
+                        join(&open.anomaly.depends_on),
+                    )
+                },
             ));
         }
         if let Some(culprit) = self.anomalous_dependency(service).filter(|_| !own) {
@@ -1145,6 +1184,23 @@ impl Decider {
             if let Some(o) = self.open.get_mut(&dependent) {
                 o.settle_until = o.settle_until.max(settle_until);
             }
+        }
+        // The service's other anomalies still firing open the next incident. It waits before
+        // acting, as the repair that cleared this one may clear them too: as long as a
+        // dependent does, or, when one is on the container just repaired, as long as a
+        // repair's verification may take.
+        let mut others: Vec<_> = std::mem::take(&mut open.others).into_values().collect();
+        others.sort_by_key(|(a, _)| a.started_ms);
+        let repaired = others
+            .iter()
+            .any(|(a, _)| a.container_id == open.anomaly.container_id);
+        let hold_until = if repaired {
+            now_ms + self.config.verify_deadline_ms
+        } else {
+            settle_until
+        };
+        for (anomaly, correlation_id) in others {
+            self.on_firing(&anomaly, correlation_id.as_deref(), now_ms, hold_until, out);
         }
         self.retry_pending(now_ms, out);
     }

@@ -9,10 +9,20 @@ fn svc(name: &str) -> ServiceName {
     ServiceName::new(name).expect("valid name")
 }
 
+thread_local! {
+    /// The id of the anomaly last made to fire on each service, which [`cleared_on`] clears.
+    static LAST_FIRED: std::cell::RefCell<HashMap<String, String>> = Default::default();
+}
+
 /// A new anomaly (its own id) firing on `service`.
 fn firing_on(service: &str, signature: Signature, depends_on: &[&str]) -> Anomaly {
+    let anomaly_id = uuid::Uuid::now_v7().to_string();
+    LAST_FIRED.with(|l| {
+        l.borrow_mut()
+            .insert(service.to_string(), anomaly_id.clone())
+    });
     Anomaly {
-        anomaly_id: uuid::Uuid::now_v7().to_string(),
+        anomaly_id,
         state: AnomalyState::Firing,
         signature,
         service: svc(service),
@@ -27,10 +37,21 @@ fn firing(signature: Signature) -> Anomaly {
     firing_on("orders", signature, &[])
 }
 
+/// The clearing of the anomaly last made to fire on `service`.
 fn cleared_on(service: &str) -> Anomaly {
+    let last = LAST_FIRED.with(|l| l.borrow().get(service).cloned());
     Anomaly {
+        anomaly_id: last.expect("an anomaly fired on the service before"),
         state: AnomalyState::Cleared,
         ..firing_on(service, Signature::Crashed, &[])
+    }
+}
+
+/// `a`, cleared.
+fn cleared(a: &Anomaly) -> Anomaly {
+    Anomaly {
+        state: AnomalyState::Cleared,
+        ..a.clone()
     }
 }
 
@@ -148,6 +169,62 @@ fn firing_opens_an_incident_and_restarts_then_clearing_recovers_it() {
         .collect();
     assert_eq!(states, [IncidentState::Recovered, IncidentState::Closed]);
     assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
+fn an_anomaly_on_another_replica_neither_redirects_nor_recovers_the_incident() {
+    let mut d = decider(config());
+    let primary = firing(Signature::Unresponsive);
+    let replica = Anomaly {
+        instance: "orders-2".into(),
+        container_id: "container-orders-2".into(),
+        ..firing(Signature::LatencyUp)
+    };
+    let restart = actions(&fire(&mut d, &primary, 1_000))
+        .pop()
+        .expect("restart");
+    assert_eq!(restart.container_id, primary.container_id);
+    assert!(actions(&fire(&mut d, &replica, 1_100)).is_empty());
+    let out = d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        1_500,
+    );
+    assert_eq!(audits(&out), ["verification.started"]);
+
+    // The replica's clearing does not recover the primary's incident ...
+    let out = fire(&mut d, &cleared(&replica), 1_600);
+    assert!(audits(&out).is_empty(), "{out:?}");
+    assert_eq!(d.open_incidents().count(), 1);
+    // ... its own does.
+    let out = fire(&mut d, &cleared(&primary), 2_000);
+    assert_eq!(audits(&out), ["incident.recovered"]);
+    assert_eq!(d.open_incidents().count(), 0);
+
+    // A replica still firing when the primary recovers opens the next incident, which acts
+    // on the replica once the root-cause wait (and the service's restart cooldown) is over.
+    let primary = firing(Signature::Unresponsive);
+    let replica = Anomaly {
+        instance: "orders-2".into(),
+        container_id: "container-orders-2".into(),
+        ..firing(Signature::Unresponsive)
+    };
+    let restart = actions(&fire(&mut d, &primary, 1_000_000))
+        .pop()
+        .expect("restart, the cooldown over");
+    fire(&mut d, &replica, 1_000_100);
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        1_000_500,
+    );
+    let out = fire(&mut d, &cleared(&primary), 1_001_000);
+    assert_eq!(
+        audits(&out),
+        ["incident.recovered", "incident.opened", "action.blocked"]
+    );
+    let out = d.decide(Input::Tick, 1_000_000 + d.config.cooldown_ms + 1);
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1, "{out:?}");
+    assert_eq!(acts[0].container_id, replica.container_id);
 }
 
 #[test]
@@ -845,9 +922,10 @@ fn restarted_from(before: &Decider, config: PolicyConfig) -> Decider {
 #[test]
 fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_flight() {
     let mut before = decider(config());
+    let crash = firing(Signature::Crashed);
     let out = before.decide(
         Input::Anomaly {
-            anomaly: &firing(Signature::Crashed),
+            anomaly: &crash,
             correlation_id: Some("run-1"),
         },
         1_000,
@@ -867,7 +945,8 @@ fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_fl
     assert!(out.iter().all(|d| d.correlation_id == "run-1"));
 
     // One container, one action: the resumed request still holds the container.
-    let again = fire(&mut after, &firing(Signature::Crashed), 1_600);
+    let hung = firing(Signature::Unresponsive);
+    let again = fire(&mut after, &hung, 1_600);
     assert!(actions(&again).is_empty(), "{again:?}");
 
     let out = after.decide(
@@ -875,7 +954,18 @@ fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_fl
         1_700,
     );
     assert_eq!(audits(&out), ["verification.started"]);
-    let out = fire(&mut after, &cleared_on("orders"), 2_000);
+    let out = fire(&mut after, &cleared(&crash), 2_000);
+    assert_eq!(
+        audits(&out),
+        ["incident.recovered", "incident.opened", "action.blocked"]
+    );
+    assert!(
+        actions(&out).is_empty(),
+        "the other anomaly of the repaired container gets time to clear with it"
+    );
+    let why = &audit_text(&out, "action.blocked")[0];
+    assert!(why.contains("just recovered from another anomaly"), "{why}");
+    let out = fire(&mut after, &cleared(&hung), 2_500);
     assert_eq!(audits(&out), ["incident.recovered"]);
     assert_eq!(after.open_incidents().count(), 0);
     assert!(

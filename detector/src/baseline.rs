@@ -16,6 +16,9 @@
 //!   close it, so one noisy point does not open an incident.
 //! - [`Lags`]: appends the previous windows to a vector, so a single series (NAB) has shape
 //!   to learn, and temporal anomalies show in multivariate data.
+//! - [`Seasonal`] (off unless `season` is set): each metric minus its median at the same
+//!   point of the last `seasons` seasons (the same time on each of the last seven days), so
+//!   a daily cycle is not learned as variance and a fault shows against its time of day.
 //! - [`Model::explain`] and [`classify`]: which metrics moved, which way, and what kind of
 //!   trouble that is.
 //!
@@ -63,6 +66,13 @@ pub struct LearnedConfig {
     pub max_episode: u32,
     /// Windows per vector: 1 scores each window alone; L appends the L-1 previous ones.
     pub lags: usize,
+    /// Windows per season (a day of windows for a daily cycle); 0: no seasonal
+    /// adjustment. When set, each metric is judged as its difference from its median at the
+    /// same point of the last `seasons` seasons, and scoring starts one season after the
+    /// first window (the history is kept in memory, not in the stored model).
+    pub season: usize,
+    /// Past seasons whose median is the expected value (with fewer available, those there are).
+    pub seasons: usize,
     /// Windows whose scores are averaged into the level judged against the threshold
     /// (geometric mean of `1 + score`): 1 judges each window alone; more lets a sustained
     /// shift stand out of the noise and damps a lone spike. The threshold is calibrated on
@@ -87,6 +97,8 @@ impl Default for LearnedConfig {
             refit_every: 600,
             max_episode: 600,
             lags: 1,
+            season: 0,
+            seasons: 7,
             smooth: 1,
             ignore_features: vec![
                 feature::HEALTH_OK.to_string(),
@@ -128,6 +140,15 @@ impl LearnedConfig {
         if self.smooth == 0 || self.smooth > MAX_SMOOTH {
             return bad("smooth", "must be 1..=64");
         }
+        if self.seasons == 0 || self.seasons > MAX_SEASONS {
+            return bad("seasons", "must be 1..=64");
+        }
+        if self.season.saturating_mul(self.seasons) > MAX_SEASONAL_WINDOWS {
+            return bad(
+                "season",
+                "season x seasons must be at most 1 000 000 windows (kept in memory per instance)",
+            );
+        }
         Ok(())
     }
 }
@@ -154,6 +175,10 @@ impl FitError {
 
 /// The most windows [`LearnedConfig::smooth`] may average.
 pub const MAX_SMOOTH: usize = 64;
+/// Upper bound on `seasons`.
+pub const MAX_SEASONS: usize = 64;
+/// Upper bound on the windows a [`Seasonal`] keeps (`season x seasons`).
+pub const MAX_SEASONAL_WINDOWS: usize = 1_000_000;
 
 /// A fitted baseline. Serialisable: this is the snapshot kept in the key-value bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -866,12 +891,81 @@ impl Learner {
 /// state. The model it is judged by may be shared ([`Learner`] per service).
 #[derive(Debug, Clone)]
 pub struct Track {
+    seasonal: Seasonal,
     lags: Lags,
     smoother: Smoother,
     hysteresis: Hysteresis,
     /// Windows the current episode has been open.
     open_windows: u32,
     max_episode: u32,
+}
+
+/// Replaces each metric of a window by its difference from the median of the same metric
+/// `season`, `2 x season`, ... `seasons x season` windows earlier (those already seen).
+/// Allocation-free once its history is full.
+#[derive(Debug, Clone, Default)]
+pub struct Seasonal {
+    season: usize,
+    seasons: usize,
+    /// The last `season x seasons` windows, flattened, as a ring.
+    past: Vec<f64>,
+    dims: usize,
+    /// Windows pushed so far.
+    seen: usize,
+    same_point: Vec<f64>,
+    out: Vec<f64>,
+}
+
+impl Seasonal {
+    /// `season` 0: every window passes through unchanged.
+    pub fn new(season: usize, seasons: usize) -> Self {
+        Self {
+            season,
+            seasons: seasons.clamp(1, MAX_SEASONS),
+            ..Default::default()
+        }
+    }
+
+    /// The adjusted window, or `None` during the first season.
+    pub fn push(&mut self, current: &[f64]) -> Option<&[f64]> {
+        self.out.clear();
+        if self.season == 0 {
+            self.out.extend_from_slice(current);
+            return Some(&self.out);
+        }
+        let span = self.season * self.seasons;
+        if self.dims != current.len() {
+            // first window (a service's columns are fixed once its model exists)
+            self.dims = current.len();
+            self.past = vec![f64::NAN; span * self.dims];
+            self.seen = 0;
+        }
+        let t = self.seen;
+        let ready = t >= self.season;
+        if ready {
+            for (j, value) in current.iter().enumerate() {
+                self.same_point.clear();
+                for k in 1..=self.seasons {
+                    let Some(back) = t.checked_sub(k * self.season) else {
+                        break;
+                    };
+                    let v = self.past[(back % span) * self.dims + j];
+                    if !v.is_nan() {
+                        self.same_point.push(v);
+                    }
+                }
+                self.out.push(if self.same_point.is_empty() {
+                    f64::NAN
+                } else {
+                    value - median_of(&mut self.same_point)
+                });
+            }
+        }
+        let slot = (t % span) * self.dims;
+        self.past[slot..slot + self.dims].copy_from_slice(current);
+        self.seen += 1;
+        ready.then_some(self.out.as_slice())
+    }
 }
 
 /// What one window did.
@@ -886,6 +980,7 @@ pub struct Step {
 impl Track {
     pub fn new(config: &LearnedConfig) -> Self {
         Self {
+            seasonal: Seasonal::new(config.season, config.seasons),
             lags: Lags::new(config.lags),
             smoother: Smoother::default(),
             hysteresis: Hysteresis::new(config.k, config.n),
@@ -914,7 +1009,11 @@ impl Track {
 
     /// Judges one window, moves the episode, and learns from it when it looked normal.
     pub fn step(&mut self, learner: &mut Learner, window: &[f64]) -> Step {
-        let Some(x) = self.lags.push(window) else {
+        let Some(x) = self
+            .seasonal
+            .push(window)
+            .and_then(|adjusted| self.lags.push(adjusted))
+        else {
             return Step {
                 judgement: None,
                 transition: Transition::Unchanged,
@@ -1328,6 +1427,36 @@ mod tests {
             thresholds[0]
         );
         assert_eq!(opened, 0, "steady traffic opened {opened} episodes");
+    }
+
+    #[test]
+    fn a_seasonal_window_is_its_difference_from_the_median_of_past_seasons() {
+        let mut off = Seasonal::new(0, 7);
+        assert_eq!(off.push(&[3.0, 4.0]), Some(&[3.0, 4.0][..]));
+
+        // A cycle of 4 windows; the second metric drifts up by 10 each season.
+        let mut seasonal = Seasonal::new(4, 3);
+        let cycle = [1.0, 5.0, 9.0, 5.0];
+        let window = |t: usize| [cycle[t % 4], cycle[t % 4] + 10.0 * (t / 4) as f64];
+        for t in 0..4 {
+            assert!(seasonal.push(&window(t)).is_none(), "the first season");
+        }
+        // One season back only: the difference from it.
+        assert_eq!(seasonal.push(&window(4)), Some(&[0.0, 10.0][..]));
+        for t in 5..16 {
+            seasonal.push(&window(t));
+        }
+        // Three seasons back (10, 20, 30 more than the first): the median is 20 below now.
+        assert_eq!(seasonal.push(&window(16)), Some(&[0.0, 20.0][..]));
+        // A fault shows against its point of the cycle, not against the cycle's range.
+        let mut faulty = window(17);
+        faulty[0] += 3.0;
+        assert_eq!(seasonal.push(&faulty).map(|w| w[0]), Some(3.0));
+        // A missing value of the past is left out of the median.
+        let mut seasonal = Seasonal::new(1, 3);
+        seasonal.push(&[f64::NAN]);
+        assert!(seasonal.push(&[2.0]).expect("ready")[0].is_nan());
+        assert_eq!(seasonal.push(&[5.0]), Some(&[3.0][..]));
     }
 
     #[test]

@@ -73,7 +73,11 @@ pub struct Verdicts {
 /// a point is flagged while an episode is open.
 pub fn detect(server: &Server, config: &LearnedConfig) -> Verdicts {
     let mut config = config.clone();
-    config.baseline = server.train.len().saturating_sub(config.lags - 1).max(10);
+    config.baseline = server
+        .train
+        .len()
+        .saturating_sub(config.lags - 1 + config.season)
+        .max(10);
     config.history = config.history.max(config.baseline);
     let dims = server.train.first().map_or(0, Vec::len);
     let base: Vec<String> = (0..dims).map(|j| format!("m{j}")).collect();

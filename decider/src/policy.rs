@@ -373,6 +373,20 @@ impl Decider {
             if open.anomaly.anomaly_id == anomaly.anomaly_id {
                 return; // delivered again
             }
+            if same_episode(&open.anomaly, anomaly) {
+                // The episode that opened the incident ended, or a restarted detector lost
+                // it: this one, from the same place, takes its place.
+                open.cleared = false;
+                open.anomaly = anomaly.clone();
+                remember_signal(open, anomaly);
+                note(
+                    open,
+                    now_ms,
+                    format!("anomaly: {} ({})", anomaly.signature, anomaly.reason),
+                );
+                return;
+            }
+            open.others.retain(|_, (a, _)| !same_episode(a, anomaly));
             let joined = (anomaly.clone(), correlation_id.map(str::to_string));
             if open
                 .others
@@ -1231,6 +1245,22 @@ fn candidates(playbook: &Playbook, values: &Values, open: &Open) -> String {
 fn join(services: &[ServiceName]) -> String {
     let names: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
     names.join(", ")
+}
+
+/// Whether `a` and `b` come from the same episode slot of the detector: the same container
+/// and the same rule family or learned model. The detector holds at most one episode open per
+/// slot (the hard-fault rules share one, the attack-burst rule and each learned model have
+/// their own), so a new anomaly there means the older one is over, even if its clearing
+/// never came (a detector killed between publishing and storing it).
+fn same_episode(a: &Anomaly, b: &Anomaly) -> bool {
+    fn slot(detector: &str) -> &str {
+        match detector {
+            "rule:attack_burst" => detector,
+            d if d.starts_with("rule:") => "rule:",
+            d => d,
+        }
+    }
+    a.container_id == b.container_id && slot(&a.detector) == slot(&b.detector)
 }
 
 fn remember_signal(open: &mut Open, anomaly: &Anomaly) {

@@ -228,6 +228,32 @@ fn an_anomaly_on_another_replica_neither_redirects_nor_recovers_the_incident() {
 }
 
 #[test]
+fn a_new_anomaly_from_the_same_detector_and_container_takes_the_place_of_the_first() {
+    // A detector killed between publishing a firing and storing it fires the episode again,
+    // under another id, and clears only that one.
+    let mut d = decider(config());
+    let first = Anomaly {
+        detector: "pca".into(),
+        ..firing(Signature::LatencyUp)
+    };
+    let restart = actions(&fire(&mut d, &first, 1_000))
+        .pop()
+        .expect("restart");
+    let again = Anomaly {
+        detector: "pca".into(),
+        ..firing(Signature::LatencyUp)
+    };
+    assert!(actions(&fire(&mut d, &again, 1_200)).is_empty());
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        1_500,
+    );
+    let out = fire(&mut d, &cleared(&again), 2_000);
+    assert_eq!(audits(&out), ["incident.recovered"]);
+    assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
 fn a_step_carries_its_playbook_params_and_timeout() {
     let mut d = Decider::new(
         config(),
@@ -945,8 +971,11 @@ fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_fl
     assert!(out.iter().all(|d| d.correlation_id == "run-1"));
 
     // One container, one action: the resumed request still holds the container.
-    let hung = firing(Signature::Unresponsive);
-    let again = fire(&mut after, &hung, 1_600);
+    let slow = Anomaly {
+        detector: "pca".into(),
+        ..firing(Signature::LatencyUp)
+    };
+    let again = fire(&mut after, &slow, 1_600);
     assert!(actions(&again).is_empty(), "{again:?}");
 
     let out = after.decide(
@@ -965,7 +994,7 @@ fn a_restarted_decider_finishes_the_incident_and_asks_again_for_the_action_in_fl
     );
     let why = &audit_text(&out, "action.blocked")[0];
     assert!(why.contains("just recovered from another anomaly"), "{why}");
-    let out = fire(&mut after, &cleared(&hung), 2_500);
+    let out = fire(&mut after, &cleared(&slow), 2_500);
     assert_eq!(audits(&out), ["incident.recovered"]);
     assert_eq!(after.open_incidents().count(), 0);
     assert!(

@@ -374,6 +374,9 @@ impl Decider {
                 return; // delivered again
             }
             if same_episode(&open.anomaly, anomaly) {
+                if anomaly.started_ms < open.anomaly.started_ms {
+                    return; // an earlier episode's, delivered late
+                }
                 // The episode that opened the incident ended, or a restarted detector lost
                 // it: this one, from the same place, takes its place.
                 open.cleared = false;

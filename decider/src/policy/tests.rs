@@ -234,6 +234,7 @@ fn a_new_anomaly_from_the_same_detector_and_container_takes_the_place_of_the_fir
     let mut d = decider(config());
     let first = Anomaly {
         detector: "pca".into(),
+        started_ms: 1_000,
         ..firing(Signature::LatencyUp)
     };
     let restart = actions(&fire(&mut d, &first, 1_000))
@@ -241,9 +242,12 @@ fn a_new_anomaly_from_the_same_detector_and_container_takes_the_place_of_the_fir
         .expect("restart");
     let again = Anomaly {
         detector: "pca".into(),
+        started_ms: 1_200,
         ..firing(Signature::LatencyUp)
     };
     assert!(actions(&fire(&mut d, &again, 1_200)).is_empty());
+    // The first one delivered again, late, does not take its place back.
+    assert!(actions(&fire(&mut d, &first, 1_300)).is_empty());
     d.decide(
         Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
         1_500,

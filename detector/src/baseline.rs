@@ -926,13 +926,12 @@ impl Seasonal {
         }
     }
 
-    /// The adjusted window, or `None` during the first season.
-    pub fn push(&mut self, current: &[f64]) -> Option<&[f64]> {
-        self.out.clear();
+    /// The adjusted window (`current` itself when off), or `None` during the first season.
+    pub fn push<'a>(&'a mut self, current: &'a [f64]) -> Option<&'a [f64]> {
         if self.season == 0 {
-            self.out.extend_from_slice(current);
-            return Some(&self.out);
+            return Some(current);
         }
+        self.out.clear();
         let span = self.season * self.seasons;
         if self.dims != current.len() {
             // first window (a service's columns are fixed once its model exists)

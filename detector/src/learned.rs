@@ -119,15 +119,9 @@ impl LearnedDetector {
         if !ours {
             return None;
         }
-        let (mut anomaly, correlation_id) = self.instances.remove(&key)?.episode?;
-        anomaly.state = AnomalyState::Cleared;
-        anomaly.reason = format!(
-            "container removed after {} ms: nothing left to heal",
-            event.observed_ms.saturating_sub(anomaly.started_ms)
-        );
-        anomaly.contributions.clear();
+        let (anomaly, correlation_id) = self.instances.remove(&key)?.episode?;
         Some(Finding {
-            anomaly,
+            anomaly: crate::rules::removed(anomaly, event.observed_ms),
             correlation_id,
         })
     }

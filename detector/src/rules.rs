@@ -298,17 +298,21 @@ impl RuleEngine {
 
 /// Clears `episode` because its container is gone.
 fn clear_removed(episode: &mut Episode, now_ms: u64) -> Option<Finding> {
-    let mut anomaly = episode.anomaly.take()?;
+    Some(Finding {
+        anomaly: removed(episode.anomaly.take()?, now_ms),
+        correlation_id: std::mem::take(&mut episode.correlation_id),
+    })
+}
+
+/// `anomaly`, cleared at `now_ms` because its container was removed (rules' and learned).
+pub fn removed(mut anomaly: Anomaly, now_ms: u64) -> Anomaly {
     anomaly.state = AnomalyState::Cleared;
     anomaly.reason = format!(
         "container removed after {} ms: nothing left to heal",
         now_ms.saturating_sub(anomaly.started_ms)
     );
     anomaly.contributions.clear();
-    Some(Finding {
-        anomaly,
-        correlation_id: std::mem::take(&mut episode.correlation_id),
-    })
+    anomaly
 }
 
 impl RuleEngine {

@@ -175,6 +175,13 @@ impl FitError {
 
 /// The most windows [`LearnedConfig::smooth`] may average.
 pub const MAX_SMOOTH: usize = 64;
+/// The lowest threshold: a score of one, what one robust deviation (of at least the metric's
+/// operational floor) off the retained subspace scores when the baseline is quiet.
+pub const MIN_THRESHOLD: f64 = 1.0;
+/// The lowest variance of a retained component, in robust deviations squared (a standard
+/// deviation of about a third of one): along a direction the baseline hardly moved in, a
+/// fraction of one deviation (a restarted process holding 0.7 MB more) made T² explode.
+pub const MIN_COMPONENT_VARIANCE: f64 = 0.1;
 /// Upper bound on `seasons`.
 pub const MAX_SEASONS: usize = 64;
 /// Upper bound on the windows a [`Seasonal`] keeps (`season x seasons`).
@@ -445,7 +452,7 @@ impl Model {
                     }
                     explained += variance;
                     // A component with (almost) no variance would make T² explode on noise.
-                    variances.push(variance.max(1e-3));
+                    variances.push(variance.max(MIN_COMPONENT_VARIANCE));
                     components.extend(pca.components().row(i).iter().copied());
                 }
             }
@@ -485,10 +492,14 @@ impl Model {
             .iter()
             .map(|r| smoother.push(self.score(r, &mut scratch).score, self.smooth))
             .collect();
-        self.threshold =
-            quantile(&mut scores, config.threshold_quantile) * config.threshold_multiplier;
-        if !(self.threshold.is_finite() && self.threshold > 0.0) {
-            self.threshold = 1.0;
+        // At least the score of one robust deviation off the subspace: a baseline with next
+        // to no noise (steady synthetic load) would otherwise set its threshold at a fraction
+        // of one, and any change smaller than a metric's operational floor would fire.
+        self.threshold = (quantile(&mut scores, config.threshold_quantile)
+            * config.threshold_multiplier)
+            .max(MIN_THRESHOLD);
+        if !self.threshold.is_finite() {
+            self.threshold = MIN_THRESHOLD;
         }
     }
 
@@ -1211,18 +1222,18 @@ mod tests {
             over <= 10,
             "{over} of 1000 normal levels over the threshold"
         );
-        // One window of 10% more p99 latency among normal ones: its own score is well over
+        // One window of 15% more p99 latency among normal ones: its own score is well over
         // the threshold, its level is not. (A far larger spike still carries the level: the
         // mean is geometric, not a median.)
         let mut spike = normal(&mut noise);
-        spike[3] *= 1.1;
+        spike[3] *= 1.15;
         let judged = learner.judge(&spike, &mut series).expect("fitted");
         assert!(judged.score.score > judged.threshold, "{judged:?}");
         assert!(!judged.exceeds, "a lone spike is damped: {judged:?}");
         // The same shift, sustained: over within the smoothing window.
         let sustained = (0..5).any(|_| {
             let mut x = normal(&mut noise);
-            x[3] *= 1.1;
+            x[3] *= 1.15;
             learner.judge(&x, &mut series).expect("fitted").exceeds
         });
         assert!(sustained, "a sustained shift is caught within 5 windows");
@@ -1248,6 +1259,51 @@ mod tests {
 
     /// A process restarted by a repair holds a little more memory than before: an
     /// operator does not care, a leak of hundreds of MiB they do.
+    #[test]
+    fn a_quiet_baseline_with_a_memory_jitter_ignores_a_restart_and_catches_faults() {
+        // Steady synthetic load: every column almost flat, memory moving by a few pages. The
+        // component along memory had next to no variance and the threshold was a fraction of
+        // one, so a restart's extra 0.7 MB, a sixth of memory's floor, scored ten times the
+        // threshold (seen live: the decider restarted a healthy service for it).
+        let mut noise = Noise(13);
+        let columns = vec![
+            feature::REQUEST_RATE.to_string(),
+            feature::LATENCY_P50_MS.to_string(),
+            feature::CPU_CORES.to_string(),
+            feature::MEMORY_BYTES.to_string(),
+        ];
+        let rows: Vec<Vec<f64>> = (0..300)
+            .map(|_| {
+                vec![
+                    20.0,
+                    2.5 + 0.01 * noise.next(),
+                    0.008 + 0.0005 * noise.next(),
+                    1_048_576.0 + 8192.0 * noise.next().round(),
+                ]
+            })
+            .collect();
+        let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+        let model = Model::fit(columns, &refs, &LearnedConfig::default()).expect("fits");
+        let mut scratch = Scratch::default();
+        let restarted = model
+            .score(&[20.0, 2.5, 0.009, 1_757_184.0], &mut scratch)
+            .score;
+        assert!(
+            restarted < model.threshold,
+            "{restarted} over {}",
+            model.threshold
+        );
+        for (fault, x) in [
+            ("a leak", [20.0, 2.5, 0.008, 300e6]),
+            ("latency", [20.0, 750.0, 0.008, 1_048_576.0]),
+            ("a burned core", [20.0, 2.5, 1.0, 1_048_576.0]),
+            ("traffic gone", [0.0, 2.5, 0.008, 1_048_576.0]),
+        ] {
+            let score = model.score(&x, &mut scratch).score;
+            assert!(score > 10.0 * model.threshold, "{fault}: {score}");
+        }
+    }
+
     #[test]
     fn a_flat_memory_baseline_ignores_a_megabyte_and_catches_a_leak() {
         let mut noise = Noise(11);

@@ -151,6 +151,11 @@ impl LearnedConfig {
         }
         Ok(())
     }
+
+    /// Windows a series takes before its first vector: the lag window, then a season.
+    pub fn windows_before_first_vector(&self) -> usize {
+        self.lags.saturating_sub(1) + self.season
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -1257,8 +1262,6 @@ mod tests {
         assert!(model.score(&slow, &mut scratch).score > 10.0 * model.threshold);
     }
 
-    /// A process restarted by a repair holds a little more memory than before: an
-    /// operator does not care, a leak of hundreds of MiB they do.
     #[test]
     fn a_quiet_baseline_with_a_memory_jitter_ignores_a_restart_and_catches_faults() {
         // Steady synthetic load: every column almost flat, memory moving by a few pages. The
@@ -1304,6 +1307,8 @@ mod tests {
         }
     }
 
+    /// A process restarted by a repair holds a little more memory than before: an
+    /// operator does not care, a leak of hundreds of MiB they do.
     #[test]
     fn a_flat_memory_baseline_ignores_a_megabyte_and_catches_a_leak() {
         let mut noise = Noise(11);

@@ -76,7 +76,7 @@ pub fn detect(server: &Server, config: &LearnedConfig) -> Verdicts {
     config.baseline = server
         .train
         .len()
-        .saturating_sub(config.lags - 1 + config.season)
+        .saturating_sub(config.windows_before_first_vector())
         .max(10);
     config.history = config.history.max(config.baseline);
     let dims = server.train.first().map_or(0, Vec::len);

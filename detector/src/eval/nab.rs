@@ -216,7 +216,7 @@ pub fn load(root: &Path, corpus: &str) -> Result<Vec<NabFile>, EvalError> {
 pub fn detect(file: &NabFile, config: &LearnedConfig) -> Vec<usize> {
     let mut config = config.clone();
     config.baseline = probation(file.values.len())
-        .saturating_sub(config.lags - 1 + config.season)
+        .saturating_sub(config.windows_before_first_vector())
         .max(10);
     config.history = config.history.max(config.baseline);
     let columns = crate::baseline::Lags::new(config.lags).columns(&["value".to_string()]);

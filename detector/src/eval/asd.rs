@@ -158,6 +158,30 @@ pub fn auprc(scores: &[f64], labels: &[bool]) -> f64 {
     sum / positives as f64
 }
 
+/// The best point-wise F1 any threshold on `scores` reaches (flagging the points at or above
+/// it), with that threshold. It is chosen on the labels: an upper bound, not a result.
+pub fn best_f1(scores: &[f64], labels: &[bool]) -> (f64, f64) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positives = labels.iter().filter(|l| **l).count() as f64;
+    let (mut tp, mut best) = (0.0, (0.0, f64::INFINITY));
+    for (rank, &i) in order.iter().enumerate() {
+        tp += f64::from(u8::from(labels[i]));
+        // a threshold sits only between distinct scores
+        let last_of_tie = order
+            .get(rank + 1)
+            .is_none_or(|&next| scores[next] != scores[i]);
+        if last_of_tie && tp > 0.0 {
+            let (precision, recall) = (tp / (rank + 1) as f64, tp / positives);
+            let f1 = 2.0 * precision * recall / (precision + recall);
+            if f1 > best.0 {
+                best = (f1, scores[i]);
+            }
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +202,18 @@ mod tests {
         let ap = auprc(&[0.9, 0.8, 0.7], &[true, false, true]);
         assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert!((auprc(&[0.9, 0.1], &[true, false]) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn best_f1_by_hand() {
+        // at >= 0.7: 2 of 3 flagged are positive, 2 of 2 positives → P 2/3, R 1, F1 0.8;
+        // at >= 0.9: P 1, R 1/2, F1 2/3
+        let (f1, at) = best_f1(&[0.9, 0.8, 0.7, 0.1], &[true, false, true, false]);
+        assert!((f1 - 0.8).abs() < 1e-12, "{f1}");
+        assert_eq!(at, 0.7);
+        // a tie cannot be split: both 0.5s are flagged together, P 1/2, R 1, F1 2/3
+        let (f1, _) = best_f1(&[0.5, 0.5], &[true, false]);
+        assert!((f1 - 2.0 / 3.0).abs() < 1e-12, "{f1}");
+        assert_eq!(best_f1(&[0.3], &[false]).0, 0.0);
     }
 }

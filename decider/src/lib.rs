@@ -136,6 +136,7 @@ pub async fn run(
     let mut memory = Memory {
         store: bus.bucket(DECIDER_STATE).await?,
         saved: HashMap::new(),
+        unwritten: false,
     };
     memory.restore(&mut decider, &telemetry).await?;
     // the last value of every control key first, then each change as it happens
@@ -177,7 +178,12 @@ pub async fn run(
             _ = shutdown.wait() => break,
             _ = tick.tick() => {
                 let decided = decider.decide(Input::Tick, now_ms());
-                memory.save(&decider, &telemetry).await;
+                // A tick that decided nothing changed only what the clock gives back after a
+                // restart (a budget's refill, a full budget created): no encoding, no write,
+                // unless an earlier write failed.
+                if !decided.is_empty() || memory.unwritten {
+                    memory.save(&decider, &telemetry).await;
+                }
                 out.publish_all(decided).await;
             }
             change = control_changes.next() => {
@@ -276,6 +282,8 @@ async fn restore_values(
 struct Memory {
     store: Store,
     saved: HashMap<String, Vec<u8>>,
+    /// The last save left something unwritten.
+    unwritten: bool,
 }
 
 impl Memory {
@@ -329,8 +337,14 @@ impl Memory {
     }
 
     /// Writes what changed since the last save; `false` when something could not be
-    /// written (it is tried again on the next save).
+    /// written (it is tried again on the next save, at the latest on the next tick).
     async fn save(&mut self, decider: &Decider, telemetry: &Telemetry) -> bool {
+        let complete = self.write_changes(decider, telemetry).await;
+        self.unwritten = !complete;
+        complete
+    }
+
+    async fn write_changes(&mut self, decider: &Decider, telemetry: &Telemetry) -> bool {
         let now = decider.memory();
         let mut complete = true;
         for (key, bytes) in &now {

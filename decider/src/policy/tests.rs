@@ -1111,7 +1111,7 @@ fn a_firing_delivered_again_after_it_cleared_is_old_news_even_after_a_restart() 
         "escalated already"
     );
 
-    // Remembered for an hour, not for ever.
+    // Remembered for SETTLED_KEEP_MS, not for ever.
     let mut d = decider(config());
     d.settle(&a.anomaly_id, 0);
     d.settle("later", SETTLED_KEEP_MS);

@@ -134,9 +134,10 @@ fn main() {
     report("anomaly cleared (recovers)", cleared_ns);
     report("action result", result_ns);
     report(&format!("tick ({SERVICES} open)"), tick_ns);
-    // What the running decider encodes on every 200 ms tick to find what changed (it writes
-    // only the entries that did): all open incidents and the shared state, with the settled
-    // anomalies at their cap by the last rounds.
+    // What the running decider encodes after each input (and each tick that decided
+    // something) to find what changed; it writes only the entries that did: all open
+    // incidents and the shared state, with the settled anomalies at their cap by the last
+    // rounds.
     report(&format!("memory encode ({SERVICES} open)"), memory_ns);
     let started = Instant::now();
     let settled = decider.memory();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use immune_nats::streams::{EXECUTOR, PIPELINE};
 use immune_nats::{samples, Event, FaultKind, Stage};
-use immune_runtime::{Bus, BusConfig, BusError, Shutdown, Telemetry};
+use immune_runtime::{Bus, BusConfig, BusError, Disposition, Shutdown, Telemetry};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
 use immune_tests::{bus_config, Pipeline, PipelineConfig};
 
@@ -145,10 +145,12 @@ async fn the_executor_alone_takes_actions() {
     )
     .await;
     assert_eq!(delivery.envelope.event_id, published);
-    delivery
-        .ack()
-        .await
-        .expect("the executor acknowledges the action");
+    delivery.settle(Disposition::Done).await;
+    assert_eq!(
+        executor_telemetry.count("failed", "ack"),
+        0,
+        "the executor acknowledges the action"
+    );
     assert_eq!(
         executor_telemetry.count("permission_denied", "publish"),
         0,

@@ -15,8 +15,8 @@ use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use immune_decider::safety::{self, KILL_SWITCH_KEY, MAINTENANCE_PREFIX};
 use immune_nats::streams::{BucketSpec, CHAOS_CONTROL, DECIDER_CONTROL};
-use immune_nats::ServiceName;
-use immune_runtime::{Bus, BusError};
+use immune_nats::{AuditCode, ServiceName};
+use immune_runtime::{Audit, Bus, BusError};
 use serde::Serialize;
 
 use crate::CliError;
@@ -215,11 +215,14 @@ pub async fn remove_window(bus: &Bus, service: &ServiceName) -> Result<bool, Cli
 pub async fn audit_change(
     bus: &Bus,
     service: &ServiceName,
-    what: &str,
+    what: AuditCode,
     why: String,
     outcome: String,
 ) {
-    if let Err(e) = bus.audit(None, service, what, why, outcome, None).await {
+    if let Err(e) = bus
+        .audit(None, Audit::new(service, what, why, outcome))
+        .await
+    {
         eprintln!("warning: the change was made but not written to the audit trail: {e}");
     }
 }

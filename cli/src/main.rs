@@ -15,7 +15,7 @@ use immune_cli::{
     approve, audit, chaos, exit, replay, rfc3339, service_name, status, CliError, EXIT_CODES_HELP,
 };
 use immune_nats::envelope::now_ms;
-use immune_nats::{FaultKind, Stage};
+use immune_nats::{AuditCode, FaultKind, Stage};
 use immune_runtime::BusConfig;
 
 #[derive(Parser)]
@@ -427,9 +427,9 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
                         &bus,
                         &controls::all_services(),
                         if on {
-                            "kill_switch.engaged"
+                            AuditCode::KillSwitchEngaged
                         } else {
-                            "kill_switch.released"
+                            AuditCode::KillSwitchReleased
                         },
                         format!("{who}: {reason}")
                             .trim_end_matches([':', ' '])
@@ -631,7 +631,7 @@ async fn maintenance_command(
             controls::audit_change(
                 &bus,
                 &service,
-                "maintenance.added",
+                AuditCode::MaintenanceAdded,
                 format!("{who}: {reason}")
                     .trim_end_matches([':', ' '])
                     .to_string(),
@@ -687,7 +687,7 @@ async fn maintenance_command(
             controls::audit_change(
                 &bus,
                 &service,
-                "maintenance.removed",
+                AuditCode::MaintenanceRemoved,
                 who,
                 format!("healing actions on {service} allowed again"),
             )

@@ -286,6 +286,7 @@ fn audit(stage: Stage, service: &str, what: &str) -> Event {
         why: format!("{what} because the test says so"),
         outcome: "done".into(),
         about: None,
+        action_id: None,
     })
 }
 

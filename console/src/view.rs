@@ -902,6 +902,7 @@ mod tests {
                     why: "because".into(),
                     outcome: "ok".into(),
                     about: None,
+                    action_id: None,
                 }),
             ));
         }

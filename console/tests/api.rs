@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use immune_nats::{
-    decode, subject, Event, FaultKind, Incident, IncidentState, ServiceName, Signature,
+    decode, subject, AuditCode, AuditRecord, Event, FaultKind, Incident, IncidentState,
+    ServiceName, Signature, Stage,
 };
+use immune_runtime::Audit;
 use immune_testkit::{within, NatsServer};
 use support::{http, RunningConsole};
 
@@ -209,13 +211,17 @@ async fn chaos_requests_state_and_live_events_over_a_real_bus() {
     for n in 0..50 {
         let what = format!("latency.probe{n}");
         let sent = std::time::Instant::now();
-        bus.audit(
+        bus.publish(
             Some("corr-latency".into()),
-            &ServiceName::new("payments").expect("name"),
-            &what,
-            "probe",
-            "ok",
-            None,
+            Event::Audit(AuditRecord {
+                stage: Stage::Client,
+                service: ServiceName::new("payments").expect("name"),
+                what: what.clone(),
+                why: "probe".into(),
+                outcome: "ok".into(),
+                about: None,
+                action_id: None,
+            }),
         )
         .await
         .expect("publish audit");
@@ -338,11 +344,12 @@ async fn a_console_started_later_shows_the_recent_past() {
         .expect("publish incident");
     bus.audit(
         Some("corr-past".into()),
-        &ServiceName::new("payments").expect("name"),
-        "incident.escalated",
-        "playbook exhausted",
-        "escalated",
-        None,
+        Audit::new(
+            &ServiceName::new("payments").expect("name"),
+            AuditCode::IncidentEscalated,
+            "playbook exhausted",
+            "escalated",
+        ),
     )
     .await
     .expect("publish audit");

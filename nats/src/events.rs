@@ -54,6 +54,26 @@ impl Event {
             Event::Approval(_) => "approval",
         }
     }
+
+    /// The service the event is about (`None` for a dead letter, which is about a message).
+    pub fn service(&self) -> Option<&ServiceName> {
+        match self {
+            Event::MetricSnapshot(e) => Some(&e.service),
+            Event::ContainerEvent(e) => Some(&e.service),
+            Event::Anomaly(e) => Some(&e.service),
+            Event::Incident(e) => Some(&e.service),
+            Event::ActionRequest(e) => Some(&e.service),
+            Event::ActionResult(e) => Some(&e.service),
+            Event::ChaosRequest(e) => Some(&e.service),
+            Event::ChaosInjected(e) => Some(&e.service),
+            Event::ChaosReverted(e) => Some(&e.service),
+            Event::ChaosRejected(e) => Some(&e.service),
+            Event::Audit(e) => Some(&e.service),
+            Event::Escalation(e) => Some(&e.service),
+            Event::Approval(e) => Some(&e.service),
+            Event::DeadLetter(_) => None,
+        }
+    }
 }
 
 /// Names of the features the collector extracts; the detector reads them by these names.
@@ -528,12 +548,23 @@ pub struct ChaosRejected {
 pub struct AuditRecord {
     pub stage: Stage,
     pub service: ServiceName,
-    /// A dotted code, e.g. `anomaly.firing`, `action.requested`, `incident.recovered`.
+    /// A dotted code ([`crate::AuditCode`]), e.g. `anomaly.firing`, `incident.recovered`.
     pub what: String,
     pub why: String,
     pub outcome: String,
     /// The event this record is about.
     pub about: Option<EventId>,
+    /// The action the record is about, when it is about one (`action.held` names the action
+    /// an operator approves). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+}
+
+impl AuditRecord {
+    /// The record's code, when this build knows it.
+    pub fn code(&self) -> Option<crate::AuditCode> {
+        crate::AuditCode::parse(&self.what)
+    }
 }
 
 /// A message a stage could not use, kept with the reason instead of being lost.

@@ -5,12 +5,14 @@
 //! This crate owns the types, the subjects, the stream and consumer names and the codec, and
 //! does no I/O of its own, so producers and consumers can never disagree about the wire.
 //!
+//! - [`audit`]: the audit trail's codes, typed once.
 //! - [`events`]: every event body, one enum [`Event`] so one decoder serves every subject.
 //! - [`subject`]: the subjects, derived from the event itself; services never build strings.
 //! - [`streams`]: the JetStream streams, their retention, and the durable consumer of each stage.
 //! - [`codec`]: encode/decode with a size limit, a schema-version check and typed errors.
 //! - [`view`]: a metric snapshot read in place, for paths that judge many of them.
 
+pub mod audit;
 pub mod codec;
 pub mod envelope;
 pub mod events;
@@ -20,6 +22,7 @@ pub mod streams;
 pub mod subject;
 pub mod view;
 
+pub use audit::AuditCode;
 pub use codec::{
     decode, encode, max_bytes, CodecError, MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES,
 };

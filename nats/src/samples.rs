@@ -194,6 +194,7 @@ pub fn audit_record() -> AuditRecord {
         why: "playbook unresponsive, step 1".into(),
         outcome: "requested restart of orders-1".into(),
         about: Some(EventId("0190a000-0000-7000-8000-000000000007".into())),
+        action_id: None,
     }
 }
 

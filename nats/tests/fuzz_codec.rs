@@ -683,6 +683,7 @@ fn operator_events() -> impl Strategy<Value = Event> {
                 why,
                 outcome,
                 about: about.map(EventId),
+                action_id: None,
             })
         });
     let dead_letter = (

@@ -38,6 +38,8 @@ pub enum Observation<'a> {
     Refused { what: &'a str, reason: &'a str },
     /// Work failed; `what` names it, `error` says why.
     Failed { what: &'a str, error: &'a str },
+    /// A delivery was settled as its handler decided (`done`, `retry`, `retry_after`).
+    Settled { disposition: &'a str },
     /// NATS refused this stage something its user is not permitted (`operation`: publish,
     /// subscribe, or connect for a refused user/password), on `subject`.
     PermissionDenied {
@@ -145,6 +147,10 @@ impl Telemetry {
                 tracing::warn!(stage, what, error, "failed");
                 ("failed", what.to_string())
             }
+            Observation::Settled { disposition } => {
+                tracing::trace!(stage, disposition, "settled");
+                ("settled", disposition.to_string())
+            }
             Observation::PermissionDenied { operation, subject } => {
                 tracing::error!(
                     stage,
@@ -163,6 +169,19 @@ impl Telemetry {
                 detail,
             })
             .inc();
+    }
+
+    /// Logs and counts a failure of `what` (the one way a stage reports work that failed).
+    pub fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.observe(Observation::Failed {
+            what,
+            error: &error.to_string(),
+        });
+    }
+
+    /// Logs and counts a refusal of `what` (a guard or safety rule said no).
+    pub fn refused(&self, what: &str, reason: &str) {
+        self.observe(Observation::Refused { what, reason });
     }
 
     /// Records how long a piece of work took.

@@ -34,14 +34,18 @@ use async_nats::jetstream::kv;
 use futures::{StreamExt, TryStreamExt};
 use immune_nats::streams::{CHAOS, CHAOS_CONTROL, CHAOS_FAULTS};
 use immune_nats::{
-    envelope::now_ms, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted, ContainerState,
-    Event, EventId, Stage,
+    envelope::now_ms, AuditCode, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted,
+    ContainerState, Event, EventId, Stage,
 };
 use immune_runtime::docker::{self, ManagedContainer};
 use immune_runtime::telemetry::Observation;
-use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
+use immune_runtime::{
+    Audit, Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown, Telemetry,
+    TelemetryConfig,
+};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use faults::{Injector, Undo};
 
@@ -249,69 +253,10 @@ pub async fn run(
             d = inbox.next() => d,
         };
         while reverts.try_join_next().is_some() {}
-        let Event::ChaosRequest(request) = &delivery.envelope.body else {
-            telemetry.observe(Observation::Refused {
-                what: "unexpected_event",
-                reason: delivery.envelope.body.kind(),
-            });
-            let _ = delivery.ack().await;
-            continue;
-        };
-        let run_id = request
-            .run_id
-            .clone()
-            .or_else(|| delivery.envelope.correlation_id.clone())
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        // A request is delivered again when its acknowledgement was lost (this process
-        // stopped, or the announcement failed, after the injection): its fault is not
-        // injected twice.
-        let key = fault_key(&delivery.envelope.event_id);
-        match chaos.faults.entry(&key).await {
-            Ok(None) => {}
-            Ok(Some(earlier)) => {
-                telemetry.observe(Observation::Refused {
-                    what: "chaos_request",
-                    reason: "delivered_again",
-                });
-                // Still in force: announce it again (the first announcement may be what
-                // failed). Already reverted: nothing is left to say.
-                let published = match (
-                    earlier.operation,
-                    serde_json::from_slice::<ActiveFault>(&earlier.value),
-                ) {
-                    (kv::Operation::Put, Ok(active)) => {
-                        announce_injected(&chaos.bus, &active.injected).await
-                    }
-                    _ => Ok(()),
-                };
-                if published.is_ok() {
-                    let _ = delivery.ack().await;
-                }
-                continue;
-            }
-            // Unknown whether it was handled: left unacknowledged, it comes back.
-            Err(e) => {
-                telemetry.observe(Observation::Failed {
-                    what: "read_fault",
-                    error: &e.to_string(),
-                });
-                continue;
-            }
-        }
-        let published = match inject(&chaos, &run_id, request, key).await {
-            Outcome::Injected(active) => {
-                let published = announce_injected(&chaos.bus, &active.injected).await;
-                reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
-                published
-            }
-            Outcome::DryRun(would) => announce_dry_run(&chaos.bus, &run_id, request, would).await,
-            Outcome::Rejected(reason) => {
-                announce_rejected(&chaos.bus, &run_id, request, reason).await
-            }
-        };
-        if published.is_ok() {
-            let _ = delivery.ack().await;
-        }
+        let disposition = handle(&chaos, &delivery, &mut reverts, &shutdown)
+            .instrument(delivery.span().clone())
+            .await;
+        delivery.settle(disposition).await;
     }
     // Put back what is still broken before leaving.
     let all_reverted = tokio::time::timeout(Duration::from_secs(15), async {
@@ -327,6 +272,72 @@ pub async fn run(
     chaos.bus.close().await;
     tracing::info!("chaos stopped");
     Ok(())
+}
+
+/// Carries out one chaos request (injected, dry run or refused, announced either way); done
+/// once announced, else delivered again.
+async fn handle(
+    chaos: &Chaos,
+    delivery: &Delivery,
+    reverts: &mut JoinSet<()>,
+    shutdown: &Shutdown,
+) -> Disposition {
+    let telemetry = chaos.bus.telemetry();
+    let Event::ChaosRequest(request) = &delivery.envelope.body else {
+        telemetry.refused("unexpected_event", delivery.envelope.body.kind());
+        return Disposition::Done;
+    };
+    let run_id = request
+        .run_id
+        .clone()
+        .or_else(|| delivery.envelope.correlation_id.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // A request is delivered again when its acknowledgement was lost (this process
+    // stopped, or the announcement failed, after the injection): its fault is not
+    // injected twice.
+    let key = fault_key(&delivery.envelope.event_id);
+    match chaos.faults.entry(&key).await {
+        Ok(None) => {}
+        Ok(Some(earlier)) => {
+            telemetry.refused("chaos_request", "delivered_again");
+            // Still in force: announce it again (the first announcement may be what
+            // failed). Already reverted: nothing is left to say.
+            let published = match (
+                earlier.operation,
+                serde_json::from_slice::<ActiveFault>(&earlier.value),
+            ) {
+                (kv::Operation::Put, Ok(active)) => {
+                    announce_injected(&chaos.bus, &active.injected).await
+                }
+                _ => Ok(()),
+            };
+            return settled(published);
+        }
+        // Unknown whether it was handled: left unacknowledged, it comes back.
+        Err(e) => {
+            telemetry.failed("read_fault", &e);
+            return Disposition::Retry;
+        }
+    }
+    let published = match inject(chaos, &run_id, request, key).await {
+        Outcome::Injected(active) => {
+            let published = announce_injected(&chaos.bus, &active.injected).await;
+            reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
+            published
+        }
+        Outcome::DryRun(would) => announce_dry_run(&chaos.bus, &run_id, request, would).await,
+        Outcome::Rejected(reason) => announce_rejected(&chaos.bus, &run_id, request, reason).await,
+    };
+    settled(published)
+}
+
+/// Done once announced; an announcement that failed (counted where it failed) is made
+/// again when the request comes back.
+fn settled(announced: Result<(), BusError>) -> Disposition {
+    match announced {
+        Ok(()) => Disposition::Done,
+        Err(_) => Disposition::Retry,
+    }
 }
 
 /// Follows the kill switch: engaged, every fault in force is reverted at once (and new
@@ -516,11 +527,7 @@ async fn announce_injected(bus: &Bus, injected: &ChaosInjected) -> Result<(), Bu
     );
     bus.audit(
         correlation,
-        &injected.service,
-        "chaos.injected",
-        why,
-        outcome,
-        Some(id),
+        Audit::new(&injected.service, AuditCode::ChaosInjected, why, outcome).about(id),
     )
     .await?;
     Ok(())
@@ -543,7 +550,7 @@ async fn announce_dry_run(
         bus,
         run_id,
         request,
-        "chaos.dry_run",
+        AuditCode::ChaosDryRun,
         would.clone(),
         why,
         would,
@@ -566,7 +573,7 @@ async fn announce_rejected(
         bus,
         run_id,
         request,
-        "chaos.rejected",
+        AuditCode::ChaosRejected,
         reason.clone(),
         reason,
         outcome,
@@ -579,7 +586,7 @@ async fn not_injected(
     bus: &Bus,
     run_id: &str,
     request: &ChaosRequest,
-    what: &'static str,
+    what: AuditCode,
     reason: String,
     why: String,
     outcome: String,
@@ -594,8 +601,11 @@ async fn not_injected(
     let id = bus
         .publish(correlation.clone(), Event::ChaosRejected(rejected))
         .await?;
-    bus.audit(correlation, &request.service, what, why, outcome, Some(id))
-        .await?;
+    bus.audit(
+        correlation,
+        Audit::new(&request.service, what, why, outcome).about(id),
+    )
+    .await?;
     Ok(())
 }
 
@@ -642,11 +652,7 @@ async fn revert_later(chaos: Chaos, active: ActiveFault, mut shutdown: Shutdown)
             .await?;
         bus.audit(
             correlation,
-            &injected.service,
-            "chaos.reverted",
-            why.to_string(),
-            note,
-            Some(id),
+            Audit::new(&injected.service, AuditCode::ChaosReverted, why, note).about(id),
         )
         .await
     };

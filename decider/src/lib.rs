@@ -26,8 +26,12 @@ use futures::StreamExt;
 use immune_nats::streams::{DECIDER, DECIDER_CONTROL, DECIDER_STATE, DECIDER_VALUES};
 use immune_nats::{envelope::now_ms, Escalation, Event, Stage};
 use immune_runtime::telemetry::Observation;
-use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
+use immune_runtime::{
+    Audit, Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown, Telemetry,
+    TelemetryConfig,
+};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 pub use playbook::{Playbook, PlaybookError, Step};
 pub use policy::{Decided, Decider, Decision, Input, PolicyConfig};
@@ -207,27 +211,10 @@ pub async fn run(
                 }
             }
             delivery = inbox.next() => {
-                let correlation = delivery.envelope.correlation_id.clone();
-                let input = match &delivery.envelope.body {
-                    Event::Anomaly(a) => Some(Input::Anomaly { anomaly: a, correlation_id: correlation.as_deref() }),
-                    Event::ActionResult(r) => Some(Input::Result(r)),
-                    Event::Approval(a) => Some(Input::Approval(a)),
-                    Event::ChaosInjected(c) => Some(Input::ChaosInjected { service: &c.service, run_id: &c.run_id }),
-                    Event::ChaosReverted(c) => Some(Input::ChaosReverted { service: &c.service, run_id: &c.run_id }),
-                    other => {
-                        telemetry.observe(Observation::Refused { what: "unexpected_event", reason: other.kind() });
-                        None
-                    }
-                };
-                let started = std::time::Instant::now();
-                let decided = input.map(|i| decider.decide(i, now_ms())).unwrap_or_default();
-                telemetry.time("decide", started.elapsed());
-                let remembered = memory.save(&decider, &telemetry).await;
-                if out.publish_all(decided).await && remembered {
-                    if let Err(e) = delivery.ack().await {
-                        telemetry.observe(Observation::Failed { what: "ack", error: &e.to_string() });
-                    }
-                }
+                let handled = handle(&delivery, &mut decider, &mut memory, &out, &telemetry)
+                    .instrument(delivery.span().clone())
+                    .await;
+                delivery.settle(handled).await;
             }
         }
     }
@@ -237,6 +224,49 @@ pub async fn run(
         "decider stopped"
     );
     Ok(())
+}
+
+/// Feeds one delivery to the policy, remembers and publishes what it decided: done then,
+/// else delivered again.
+async fn handle(
+    delivery: &Delivery,
+    decider: &mut Decider,
+    memory: &mut Memory,
+    out: &Outlet<'_>,
+    telemetry: &Telemetry,
+) -> Disposition {
+    let correlation = delivery.envelope.correlation_id.clone();
+    let input = match &delivery.envelope.body {
+        Event::Anomaly(a) => Some(Input::Anomaly {
+            anomaly: a,
+            correlation_id: correlation.as_deref(),
+        }),
+        Event::ActionResult(r) => Some(Input::Result(r)),
+        Event::Approval(a) => Some(Input::Approval(a)),
+        Event::ChaosInjected(c) => Some(Input::ChaosInjected {
+            service: &c.service,
+            run_id: &c.run_id,
+        }),
+        Event::ChaosReverted(c) => Some(Input::ChaosReverted {
+            service: &c.service,
+            run_id: &c.run_id,
+        }),
+        other => {
+            telemetry.refused("unexpected_event", other.kind());
+            None
+        }
+    };
+    let started = std::time::Instant::now();
+    let decided = input
+        .map(|i| decider.decide(i, now_ms()))
+        .unwrap_or_default();
+    telemetry.time("decide", started.elapsed());
+    let remembered = memory.save(decider, telemetry).await;
+    if out.publish_all(decided).await && remembered {
+        Disposition::Done
+    } else {
+        Disposition::Retry
+    }
 }
 
 /// Loads the values learned by earlier runs.
@@ -456,7 +486,10 @@ impl Outlet<'_> {
                             reason: &why,
                         });
                     }
-                    bus.audit(correlation, &service, what, why, outcome, None)
+                    // TEMPORARY until the policy's audits carry an AuditCode
+                    let code = immune_nats::AuditCode::parse(what)
+                        .unwrap_or(immune_nats::AuditCode::ControlRejected);
+                    bus.audit(correlation, Audit::new(&service, code, why, outcome))
                         .await
                         .map(|_| ())
                 }

@@ -30,11 +30,15 @@ use std::collections::{HashMap, HashSet};
 
 use immune_nats::streams::{DETECTOR_EVENTS, DETECTOR_METRICS, DETECTOR_MODELS};
 use immune_nats::{
-    AnomalyState, ContainerEventKind, Event, MetricSnapshot, ServiceName, SnapshotScope, Stage,
+    AnomalyState, AuditCode, ContainerEventKind, Event, MetricSnapshot, ServiceName, SnapshotScope,
+    Stage,
 };
 use immune_runtime::telemetry::Observation;
-use immune_runtime::{Bus, BusConfig, BusError, Delivery, Shutdown, Telemetry, TelemetryConfig};
+use immune_runtime::{
+    Audit, Bus, BusConfig, BusError, Delivery, Disposition, Shutdown, Telemetry, TelemetryConfig,
+};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 pub use baseline::LearnedConfig;
 pub use learned::LearnedDetector;
@@ -126,17 +130,20 @@ pub async fn run(
             d = metrics.next() => d,
             d = events.next() => d,
         };
-        handle(&bus, &mut detectors, delivery).await;
+        let disposition = handle(&bus, &mut detectors, &delivery)
+            .instrument(delivery.span().clone())
+            .await;
+        delivery.settle(disposition).await;
     }
     bus.close().await;
     tracing::info!("detector stopped");
     Ok(())
 }
 
-/// Feeds one delivery to the detectors, publishes what they found, stores the services'
-/// open episodes, then acknowledges. A publish failure leaves the delivery unacknowledged:
-/// it comes back and is judged again.
-async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
+/// Feeds one delivery to the detectors, publishes what they found and stores the services'
+/// open episodes; done then. A publish failure leaves the delivery unacknowledged: it comes
+/// back and is judged again.
+async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: &Delivery) -> Disposition {
     let about = match &delivery.envelope.body {
         Event::MetricSnapshot(s) if s.scope != SnapshotScope::Service => Some(&s.service),
         Event::ContainerEvent(e) => Some(&e.service),
@@ -174,13 +181,13 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
         Event::ChaosInjected(c) => {
             detectors.rules.on_chaos_injected(c);
             if !keep_chaos_run(bus, detectors, &c.service).await {
-                return; // not acknowledged: delivered again, stored then
+                return Disposition::Retry; // delivered again, stored then
             }
         }
         Event::ChaosReverted(c) => {
             detectors.rules.on_chaos_reverted(&c.service, &c.run_id);
             if !keep_chaos_run(bus, detectors, &c.service).await {
-                return;
+                return Disposition::Retry;
             }
         }
         other => {
@@ -196,12 +203,9 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
         }
     }
     for finding in &findings {
-        if let Err(e) = publish(bus, finding, &delivery).await {
-            bus.telemetry().observe(Observation::Failed {
-                what: "publish_anomaly",
-                error: &e.to_string(),
-            });
-            return;
+        if let Err(e) = publish(bus, finding, delivery).await {
+            bus.telemetry().failed("publish_anomaly", &e);
+            return Disposition::Retry;
         }
     }
     let mut changed: Vec<&ServiceName> = findings.iter().map(|f| &f.anomaly.service).collect();
@@ -211,18 +215,10 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: Delivery) {
         let mut open = detectors.rules.open_episodes(service);
         open.extend(detectors.learned.open_episodes(service));
         if let Err(e) = episodes::save(&detectors.store, service, &open).await {
-            bus.telemetry().observe(Observation::Failed {
-                what: e.kind(),
-                error: &e.to_string(),
-            });
+            bus.telemetry().failed(e.kind(), &e);
         }
     }
-    if let Err(e) = delivery.ack().await {
-        bus.telemetry().observe(Observation::Failed {
-            what: "ack",
-            error: &e.to_string(),
-        });
-    }
+    Disposition::Done
 }
 
 /// Stores the chaos run now in force on `service`, so that a restarted detector labels the
@@ -349,31 +345,28 @@ async fn publish(bus: &Bus, finding: &Finding, cause: &Delivery) -> Result<(), B
     let id = envelope.event_id;
     let (what, outcome) = match a.state {
         AnomalyState::Firing => (
-            "anomaly.firing",
+            AuditCode::AnomalyFiring,
             format!("{} on {}", a.signature, a.instance),
         ),
         AnomalyState::Cleared => (
-            "anomaly.cleared",
+            AuditCode::AnomalyCleared,
             format!("{} on {} cleared", a.signature, a.instance),
         ),
     };
     tracing::info!(service = %a.service, instance = %a.instance, signature = %a.signature, state = ?a.state, detector = %a.detector, reason = %a.reason, "anomaly");
     bus.telemetry().observe(Observation::Acted {
-        what,
+        what: what.as_str(),
         service: a.service.as_str(),
     });
+    let why = format!(
+        "{} ({}, from {})",
+        a.reason,
+        a.detector,
+        cause.envelope.body.kind()
+    );
     bus.audit(
         correlation,
-        &a.service,
-        what,
-        format!(
-            "{} ({}, from {})",
-            a.reason,
-            a.detector,
-            cause.envelope.body.kind()
-        ),
-        outcome,
-        Some(id),
+        Audit::new(&a.service, what, why, outcome).about(id),
     )
     .await?;
     Ok(())

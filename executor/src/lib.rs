@@ -30,16 +30,18 @@ use std::time::{Duration, Instant};
 
 use immune_nats::streams::{BucketSpec, ConsumerSpec, EXECUTOR, EXECUTOR_LOCKS, EXECUTOR_RESULTS};
 use immune_nats::{
-    envelope::now_ms, ActionOutcome, ActionRequest, ActionResult, Envelope, Event, Stage,
+    envelope::now_ms, ActionOutcome, ActionRequest, ActionResult, AuditCode, Envelope, Event, Stage,
 };
 use immune_runtime::docker::TargetError;
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{
-    docker, Bus, BusConfig, BusError, ConfigError, Delivery, Shutdown, Telemetry, TelemetryConfig,
+    docker, Audit, Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown,
+    Telemetry, TelemetryConfig,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use actuator::{ActError, Actuators};
 use docker_actuators::{is_not_found, DockerActuators, Target};
@@ -195,7 +197,11 @@ pub async fn run(
         };
         let executor = executor.clone();
         in_flight.spawn(async move {
-            executor.handle(delivery).await;
+            let disposition = executor
+                .handle(&delivery)
+                .instrument(delivery.span().clone())
+                .await;
+            delivery.settle(disposition).await;
             drop(slot);
         });
         // Reap finished tasks so the set does not grow.
@@ -228,68 +234,58 @@ impl Executor {
         self.bus.telemetry()
     }
 
-    async fn handle(&self, delivery: Delivery) {
+    /// Carries out one request; says what becomes of its delivery.
+    async fn handle(&self, delivery: &Delivery) -> Disposition {
         let Event::ActionRequest(request) = &delivery.envelope.body else {
-            self.telemetry().observe(Observation::Refused {
-                what: "unexpected_event",
-                reason: delivery.envelope.body.kind(),
-            });
-            let _ = delivery.ack().await;
-            return;
+            self.telemetry()
+                .refused("unexpected_event", delivery.envelope.body.kind());
+            return Disposition::Done;
         };
         let request = request.clone();
-        if self.republish_if_done(&request, &delivery).await {
-            return;
+        if let Some(settled) = self.republish_if_done(&request).await {
+            return settled;
         }
-        let done = match self.carry_out(&request, &delivery).await {
-            Some(done) => done,
-            None => return, // handed back (container busy, ledger unreachable): redelivered
-        };
-        self.finish(&request, delivery, done).await;
+        match self.carry_out(&request, delivery).await {
+            Ok(done) => self.finish(&request, delivery, done).await,
+            // handed back (container busy, done meanwhile by another instance)
+            Err(settled) => settled,
+        }
     }
 
     /// A result already stored for this action id is published again (same event id, so
-    /// de-duplicated) and the request acknowledged: the action is never carried out twice.
-    async fn republish_if_done(&self, request: &ActionRequest, delivery: &Delivery) -> bool {
+    /// de-duplicated) and the request settled: the action is never carried out twice.
+    /// `None` when no result is stored.
+    async fn republish_if_done(&self, request: &ActionRequest) -> Option<Disposition> {
         let stored = match self.ledger.result(&request.action_id).await {
             Ok(stored) => stored,
             Err(e) => {
-                self.telemetry().observe(Observation::Failed {
-                    what: "read_stored_result",
-                    error: &e.to_string(),
-                });
-                return false;
+                self.telemetry().failed("read_stored_result", &e);
+                return None;
             }
         };
-        let Some(envelope) = stored else {
-            return false;
-        };
+        let envelope = stored?;
         tracing::info!(action_id = %request.action_id, "action already carried out; republishing its result");
         self.telemetry().observe(Observation::Acted {
             what: "republished",
             service: request.service.as_str(),
         });
         if let Err(e) = self.bus.publish_envelope(&envelope).await {
-            self.telemetry().observe(Observation::Failed {
-                what: "republish_result",
-                error: &e.to_string(),
-            });
+            self.telemetry().failed("republish_result", &e);
             // Unacknowledged: it comes back and is republished then.
-            return true;
+            return Some(Disposition::Retry);
         }
-        if let Err(e) = delivery.ack().await {
-            self.telemetry().observe(Observation::Failed {
-                what: "ack",
-                error: &e.to_string(),
-            });
-        }
-        true
+        Some(Disposition::Done)
     }
 
-    /// Plans, guards, locks and acts. `None` when the request was handed back unanswered.
-    async fn carry_out(&self, request: &ActionRequest, delivery: &Delivery) -> Option<Done> {
+    /// Plans, guards, locks and acts. `Err` with what becomes of the delivery when the
+    /// request was handed back unanswered.
+    async fn carry_out(
+        &self,
+        request: &ActionRequest,
+        delivery: &Delivery,
+    ) -> Result<Done, Disposition> {
         let refused = |why: String| {
-            Some(Done {
+            Ok(Done {
                 outcome: Err(ActError::Refused(why)),
                 duration: Duration::ZERO,
             })
@@ -319,7 +315,7 @@ impl Executor {
                 for_ms,
                 error,
             }) => {
-                return Some(Done {
+                return Ok(Done {
                     outcome: Err(ActError::Failed(format!(
                         "docker engine unreachable for {for_ms} ms ({attempts} attempts, giving up \
                          with half the request's timeout spent): {error}"
@@ -334,7 +330,7 @@ impl Executor {
                 return refused(e.to_string())
             }
             Err(TargetError::Docker(e)) if is_not_found(&e) => {
-                return Some(Done {
+                return Ok(Done {
                     outcome: Err(ActError::Failed(format!(
                         "no such container {}",
                         request.container_id
@@ -343,7 +339,7 @@ impl Executor {
                 })
             }
             Err(e) => {
-                return Some(Done {
+                return Ok(Done {
                     outcome: Err(ActError::Failed(e.to_string())),
                     duration: Duration::ZERO,
                 })
@@ -364,9 +360,9 @@ impl Executor {
         };
         let held = self.lock(&lock_key, request, delivery).await?;
         // Another instance may have finished this very action while we waited for the lock.
-        if self.republish_if_done(request, delivery).await {
+        if let Some(settled) = self.republish_if_done(request).await {
             held.release().await;
-            return None;
+            return Err(settled);
         }
         let started = Instant::now();
         let outcome = self
@@ -398,7 +394,7 @@ impl Executor {
             });
         }
         held.release().await;
-        Some(done)
+        Ok(done)
     }
 
     /// [`Executor::target`], tried again with backoff while the Docker engine cannot be
@@ -439,30 +435,24 @@ impl Executor {
             };
             tracing::warn!(action_id = %request.action_id, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, %error, "docker engine unreachable; retrying");
             if attempt == 0 {
-                if let Err(e) = self
-                    .bus
-                    .audit(
-                        delivery.envelope.correlation_id.clone(),
-                        &request.service,
-                        "action.retrying",
-                        format!("docker engine unreachable: {error}"),
-                        format!(
-                            "{} of {}: retrying with backoff for up to {} ms",
-                            request.action,
-                            request.instance,
-                            limit.as_millis() / 2
-                        ),
-                        None,
-                    )
-                    .await
-                {
-                    self.telemetry().observe(Observation::Failed {
-                        what: "audit",
-                        error: &e.to_string(),
-                    });
+                let audit = Audit::new(
+                    &request.service,
+                    AuditCode::ActionRetrying,
+                    format!("docker engine unreachable: {error}"),
+                    format!(
+                        "{} of {}: retrying with backoff for up to {} ms",
+                        request.action,
+                        request.instance,
+                        limit.as_millis() / 2
+                    ),
+                )
+                .action(&request.action_id);
+                let correlation = delivery.envelope.correlation_id.clone();
+                if let Err(e) = self.bus.audit(correlation, audit).await {
+                    self.telemetry().failed("audit", &e);
                 }
             }
-            let _ = delivery.in_progress().await;
+            delivery.in_progress().await;
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -496,13 +486,13 @@ impl Executor {
         key: &str,
         request: &ActionRequest,
         delivery: &Delivery,
-    ) -> Option<lock::Held> {
+    ) -> Result<lock::Held, Disposition> {
         let deadline = Instant::now() + Duration::from_millis(self.config.lock_wait_ms);
         let mut last_progress = Instant::now();
         let mut reported = false;
         loop {
             match self.locks.try_acquire(key, &request.action_id).await {
-                Ok(Ok(held)) => return Some(held),
+                Ok(Ok(held)) => return Ok(held),
                 Ok(Err(holder)) => {
                     if !reported {
                         tracing::info!(action_id = %request.action_id, lock = key, holder = ?holder, "container busy; waiting for its lock");
@@ -519,11 +509,10 @@ impl Executor {
                     what: "container_busy",
                     reason: key,
                 });
-                let _ = delivery.nak(Duration::from_secs(1)).await;
-                return None;
+                return Err(Disposition::RetryAfter(Duration::from_secs(1)));
             }
             if last_progress.elapsed() > self.progress_every() {
-                let _ = delivery.in_progress().await;
+                delivery.in_progress().await;
                 last_progress = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -607,9 +596,7 @@ impl Executor {
                     Ok(r) => r,
                     Err(_) => Err(ActError::Failed(format!("no result within {} ms", limit.as_millis()))),
                 },
-                _ = heartbeat.tick() => {
-                    let _ = delivery.in_progress().await;
-                }
+                _ = heartbeat.tick() => delivery.in_progress().await,
             }
         }
     }
@@ -660,29 +647,35 @@ impl Executor {
             .map_err(|e| e.to_string())
     }
 
-    /// Publishes the result (stored first when it was not: refusals), audits, acknowledges.
-    async fn finish(&self, request: &ActionRequest, delivery: Delivery, done: Done) {
+    /// Publishes the result (stored first when it was not: refusals) and audits it; done
+    /// then, else handed back to be published again.
+    async fn finish(
+        &self,
+        request: &ActionRequest,
+        delivery: &Delivery,
+        done: Done,
+    ) -> Disposition {
         let envelope = match self.ledger.result(&request.action_id).await {
             Ok(Some(stored)) => stored,
             _ => {
-                if let Err(e) = self.store(request, &delivery, &done).await {
+                if let Err(e) = self.store(request, delivery, &done).await {
                     self.telemetry().observe(Observation::Failed {
                         what: "store_result",
                         error: &e,
                     });
                 }
-                self.result_envelope(request, &delivery, &done)
+                self.result_envelope(request, delivery, &done)
             }
         };
         let Event::ActionResult(result) = &envelope.body else {
-            return;
+            return Disposition::Done;
         };
         let (what, note) = match &done.outcome {
-            Ok(note) => ("action.succeeded", note.clone()),
-            Err(ActError::Refused(why)) => ("action.refused", why.clone()),
-            Err(ActError::Failed(why)) => ("action.failed", why.clone()),
+            Ok(note) => (AuditCode::ActionSucceeded, note.clone()),
+            Err(ActError::Refused(why)) => (AuditCode::ActionRefused, why.clone()),
+            Err(ActError::Failed(why)) => (AuditCode::ActionFailed, why.clone()),
         };
-        tracing::info!(service = %request.service, action = %request.action, instance = %request.instance, outcome = what, duration_ms = result.duration_ms, %note, "action done");
+        tracing::info!(service = %request.service, action = %request.action, instance = %request.instance, outcome = %what, duration_ms = result.duration_ms, %note, "action done");
         match &done.outcome {
             Ok(_) => self.telemetry().observe(Observation::Acted {
                 what: request.action.as_str(),
@@ -700,44 +693,31 @@ impl Executor {
         self.telemetry()
             .time(request.action.as_str(), done.duration);
         if let Err(e) = self.bus.publish_envelope(&envelope).await {
-            self.telemetry().observe(Observation::Failed {
-                what: "publish_result",
-                error: &e.to_string(),
-            });
-            return; // unacknowledged: redelivered, and the stored result is republished then
+            self.telemetry().failed("publish_result", &e);
+            // unacknowledged: redelivered, and the stored result is republished then
+            return Disposition::Retry;
         }
         let outcome = format!(
             "{} of {} {} in {} ms: {note}",
             request.action,
             request.instance,
-            what.trim_start_matches("action."),
+            what.as_str().trim_start_matches("action."),
             result.duration_ms
         );
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| request.reason.clone());
+        let audit = Audit::new(&request.service, what, why, outcome)
+            .about(envelope.event_id.clone())
+            .action(&request.action_id);
         if let Err(e) = self
             .bus
-            .audit(
-                delivery.envelope.correlation_id.clone(),
-                &request.service,
-                what,
-                result
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| request.reason.clone()),
-                outcome,
-                Some(envelope.event_id.clone()),
-            )
+            .audit(delivery.envelope.correlation_id.clone(), audit)
             .await
         {
-            self.telemetry().observe(Observation::Failed {
-                what: "audit",
-                error: &e.to_string(),
-            });
+            self.telemetry().failed("audit", &e);
         }
-        if let Err(e) = delivery.ack().await {
-            self.telemetry().observe(Observation::Failed {
-                what: "ack",
-                error: &e.to_string(),
-            });
-        }
+        Disposition::Done
     }
 }

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use immune_nats::{ActionKind, ServiceName};
 use serde::{Deserialize, Serialize};
 
-use super::{emit_audit, Decided, Decider, Decision, Lift, Open, Phase};
+use super::incident::{emit_audit, note, Open, Phase};
+use super::mitigation::Lift;
+use super::{Decided, Decider, Decision};
 use crate::safety::TokenBucket;
 
 /// The key of the state shared by all incidents.
@@ -161,7 +163,7 @@ impl Decider {
     pub fn resume(&mut self, now_ms: u64) -> Vec<Decided> {
         let mut out = Vec::new();
         for open in self.open.values_mut() {
-            super::note(open, now_ms, "resumed by a restarted decider".to_string());
+            note(open, now_ms, "resumed by a restarted decider".to_string());
             let phase = match &open.phase {
                 Phase::Pending { .. } => "waiting to act",
                 Phase::Held { .. } => "waiting for an approval",

@@ -1,9 +1,10 @@
 //! The decision rules, one by one, without NATS.
 
 use super::*;
-use immune_nats::samples;
+use immune_nats::{samples, ActionOutcome, IncidentState};
 
-use crate::safety::{KILL_SWITCH_KEY, MAINTENANCE_PREFIX};
+use crate::learning::LearningConfig;
+use crate::safety::{Budget, KILL_SWITCH_KEY, MAINTENANCE_PREFIX};
 
 fn svc(name: &str) -> ServiceName {
     ServiceName::new(name).expect("valid name")

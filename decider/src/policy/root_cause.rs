@@ -1,0 +1,61 @@
+//! The culprit: what a service calls, transitively, and the deepest of those that is
+//! anomalous too, which is acted on first; a container that died is its own culprit.
+
+use std::collections::BTreeSet;
+
+use immune_nats::{ServiceName, Signature};
+
+use super::Decider;
+
+/// The container itself died or was OOM-killed: it is its own culprit whatever its
+/// dependencies do, so the root-cause wait and hold do not apply.
+pub(super) fn own_fault(signature: Signature) -> bool {
+    matches!(signature, Signature::Crashed | Signature::OomKilled)
+}
+
+impl Decider {
+    /// Whether `service` calls `target`, directly or through others.
+    pub(super) fn depends_transitively(&self, service: &ServiceName, target: &ServiceName) -> bool {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return false;
+        }
+        let mut seen = BTreeSet::from([service.clone()]);
+        let mut stack = vec![service.clone()];
+        while let Some(s) = stack.pop() {
+            for dep in self.depends_on.get(&s).into_iter().flatten() {
+                if dep == target {
+                    return true;
+                }
+                if seen.insert(dep.clone()) {
+                    stack.push(dep.clone());
+                }
+            }
+        }
+        false
+    }
+
+    /// The deepest anomalous service among those `service` (transitively) calls, if any.
+    pub(super) fn anomalous_dependency(&self, service: &ServiceName) -> Option<ServiceName> {
+        if self.depends_on.get(service).is_none_or(Vec::is_empty) {
+            return None;
+        }
+        let mut seen = BTreeSet::from([service.clone()]);
+        let mut frontier = vec![service.clone()];
+        let mut deepest = None;
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for s in &frontier {
+                for dep in self.depends_on.get(s).into_iter().flatten() {
+                    if seen.insert(dep.clone()) {
+                        if self.open.get(dep).is_some_and(|o| !o.cleared) {
+                            deepest = Some(dep.clone());
+                        }
+                        next.push(dep.clone());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        deepest
+    }
+}

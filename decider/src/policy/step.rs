@@ -1,0 +1,248 @@
+//! The walk through the playbook: the incident's next step is issued if every safety rule
+//! allows it (see `rules.rs`), held for an approval when its risk asks for one, advised
+//! only in dry-run mode, and the next one is tried when a step fails; no step left
+//! escalates.
+
+use immune_nats::{ActionRequest, ActionTried, IncidentState, ServiceName};
+
+use super::incident::{emit_audit, emit_incident, emit_value, note, Open, Phase};
+use super::mitigation::is_stopgap;
+use super::{Decided, Decider, Decision};
+use crate::learning::{Outcome, Values};
+use crate::playbook::{Playbook, Step};
+use crate::safety::TokenBucket;
+
+/// Grace after an action's own timeout before its missing result counts as a failure.
+pub(super) const RESULT_GRACE_MS: u64 = 5_000;
+
+impl Decider {
+    /// Re-checks every waiting incident, root causes first (deepest dependency first), in
+    /// service order otherwise.
+    pub(super) fn retry_pending(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        let pending: Vec<ServiceName> = self
+            .open
+            .iter()
+            .filter(|(_, o)| matches!(o.phase, Phase::Pending { .. }))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for service in pending {
+            self.try_issue(&service, now_ms, out);
+        }
+    }
+
+    /// The step in progress did not bring the service back: learn from it, move on.
+    pub(super) fn step_failed(
+        &mut self,
+        service: &ServiceName,
+        outcome: &str,
+        detail: String,
+        now_ms: u64,
+        out: &mut Vec<Decided>,
+    ) {
+        let Some(open) = self.open.get_mut(service) else {
+            return;
+        };
+        let signature = open.incident.signature;
+        if let Some(step) = current_step(&self.playbook, open).cloned() {
+            if let Phase::Held { request, .. } = &open.phase {
+                // never sent: nothing to learn about the action itself
+                open.tried.push(ActionTried {
+                    action_id: request.action_id.clone(),
+                    action: step.action,
+                    outcome: outcome.to_string(),
+                    detail,
+                    requested_ms: now_ms,
+                });
+            } else {
+                if let Some(tried) = open.tried.last_mut() {
+                    tried.outcome = outcome.to_string();
+                    tried.detail = detail;
+                }
+                let value = self.values.update(signature, &step, Outcome::NotRecovered);
+                emit_value(open, out, signature, step.action, value);
+            }
+        }
+        open.next += 1;
+        open.approved = None;
+        open.phase = Phase::Pending { blocked: None };
+        self.try_issue(service, now_ms, out);
+    }
+
+    /// Issues the incident's next step if every safety rule allows it, holds it otherwise,
+    /// or escalates when no step is left.
+    pub(super) fn try_issue(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
+        let Some(open) = self.open.get(service) else {
+            return;
+        };
+        if !matches!(open.phase, Phase::Pending { .. }) {
+            return;
+        }
+        let Some(step) = current_step(&self.playbook, open).cloned() else {
+            let steps = self.playbook.steps(open.incident.signature).len();
+            let why = if steps == 0 {
+                format!("no playbook for {}", open.incident.signature)
+            } else {
+                format!("all {steps} playbook steps tried")
+            };
+            self.escalate(service, why, now_ms, out);
+            return;
+        };
+        let container = open.anomaly.container_id.clone();
+        let approved = open.approved.is_some();
+        if let Some((rule, why)) = self.blocked_by(service, &step, &container, approved, now_ms) {
+            let open = self.open.get_mut(service).expect("checked above");
+            if let Phase::Pending { blocked } = &mut open.phase {
+                if *blocked != Some(rule) {
+                    *blocked = Some(rule);
+                    note(open, now_ms, format!("{} waits: {why}", step.action));
+                    emit_audit(
+                        open,
+                        out,
+                        "action.blocked",
+                        why,
+                        format!(
+                            "{} held by the {rule} rule; re-checked every tick",
+                            step.action
+                        ),
+                    );
+                }
+            }
+            return;
+        }
+        let open = self.open.get_mut(service).expect("checked above");
+        let mut params = step.params.clone();
+        params
+            .entry("stop_grace_s".into())
+            .or_insert_with(|| self.config.stop_grace_s.to_string());
+        let position = open.next + 1;
+        let request = ActionRequest {
+            action_id: open
+                .approved
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            incident_id: open.incident.incident_id.clone(),
+            service: service.clone(),
+            instance: open.anomaly.instance.clone(),
+            container_id: container.clone(),
+            action: step.action,
+            params,
+            timeout_ms: step.timeout_ms.unwrap_or(self.config.action_timeout_ms),
+            reason: format!(
+                "playbook {} step {position} of {}: {}",
+                open.incident.signature,
+                open.order.len(),
+                open.anomaly.reason
+            ),
+        };
+        let candidates = candidates(&self.playbook, &self.values, open);
+        if step.risk > self.config.approval_risk && open.approved.is_none() {
+            let until = now_ms + self.config.approval_timeout_ms;
+            note(
+                open,
+                now_ms,
+                format!("{} (risk {}) awaits approval", step.action, step.risk),
+            );
+            emit_audit(
+                open,
+                out,
+                "action.held",
+                format!(
+                    "{} has risk {} above the approval risk {}; candidates {candidates}",
+                    step.action, step.risk, self.config.approval_risk
+                ),
+                format!(
+                    "approve action_id {} on immune.approvals.{service}",
+                    request.action_id
+                ),
+            );
+            open.phase = Phase::Held { request, until };
+            return;
+        }
+        self.global_budget.take(now_ms);
+        self.service_budgets
+            .entry(service.clone())
+            .or_insert_with(|| TokenBucket::new(self.config.service_budget, now_ms))
+            .take(now_ms);
+        self.cooldown_until.insert(
+            (service.clone(), step.action),
+            now_ms + self.config.cooldown_ms,
+        );
+        open.approved = None;
+        open.tried.push(ActionTried {
+            action_id: request.action_id.clone(),
+            action: step.action,
+            outcome: "requested".into(),
+            detail: String::new(),
+            requested_ms: now_ms,
+        });
+        open.incident.state = IncidentState::Acting;
+        if !self.config.dry_run && is_stopgap(&request) {
+            open.mitigations.push(request.clone());
+        }
+        if self.config.dry_run {
+            let until = now_ms + self.config.verify_deadline_ms;
+            open.phase = Phase::Verifying { until };
+            note(
+                open,
+                now_ms,
+                format!("dry run: would {} {}", step.action, request.instance),
+            );
+            emit_incident(open, out);
+            emit_audit(
+                open,
+                out,
+                "action.advised",
+                format!("{}; candidates {candidates}", request.reason),
+                format!("dry run: {} of {} not sent", step.action, request.instance),
+            );
+            return;
+        }
+        self.busy.insert(container, request.action_id.clone());
+        open.phase = Phase::InFlight {
+            request: request.clone(),
+            until: now_ms + request.timeout_ms + RESULT_GRACE_MS,
+        };
+        note(
+            open,
+            now_ms,
+            format!("{} requested on {}", step.action, request.instance),
+        );
+        emit_incident(open, out);
+        emit_audit(
+            open,
+            out,
+            "action.requested",
+            format!("{}; candidates {candidates}", request.reason),
+            format!(
+                "{} of {} ({})",
+                step.action, request.instance, request.action_id
+            ),
+        );
+        out.push(Decided {
+            correlation_id: open.correlation_id.clone(),
+            decision: Decision::Action(request),
+        });
+    }
+}
+
+pub(super) fn current_step<'p>(playbook: &'p Playbook, open: &Open) -> Option<&'p Step> {
+    let index = *open.order.get(open.next)?;
+    playbook.steps(open.incident.signature).get(index)
+}
+
+fn candidates(playbook: &Playbook, values: &Values, open: &Open) -> String {
+    let steps = playbook.steps(open.incident.signature);
+    let list: Vec<String> = open.order[open.next..]
+        .iter()
+        .map(|&i| {
+            let s = &steps[i];
+            format!(
+                "{} risk {} value {:.3}",
+                s.action,
+                s.risk,
+                values.get(open.incident.signature, s.action)
+            )
+        })
+        .collect();
+    format!("[{}]", list.join(", "))
+}

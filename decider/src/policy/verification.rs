@@ -1,0 +1,199 @@
+//! Verification and recovery: an action's result starts the verification (or counts as a
+//! failure), the clock expires what was not answered in time (a result, a verification, an
+//! approval), and a recovered incident credits the action that worked, schedules the lifting
+//! of its stopgaps and gives its dependents and its service's other anomalies time to clear.
+
+use immune_nats::{ActionOutcome, ActionResult, IncidentState, ServiceName};
+
+use super::incident::{emit_audit, emit_incident, emit_value, note, Phase};
+use super::mitigation::{undo, Lift};
+use super::step::{current_step, RESULT_GRACE_MS};
+use super::{Decided, Decider};
+use crate::learning::Outcome;
+
+impl Decider {
+    pub(super) fn on_result(&mut self, result: &ActionResult, now_ms: u64, out: &mut Vec<Decided>) {
+        let Some(open) = self.open.get_mut(&result.service) else {
+            return;
+        };
+        let Phase::InFlight { request, .. } = &open.phase else {
+            return; // a late or repeated result of an action no longer awaited
+        };
+        if request.action_id != result.action_id {
+            return;
+        }
+        let request = request.clone();
+        self.busy.remove(&request.container_id);
+        let outcome = format!("{:?}", result.outcome).to_lowercase();
+        note(
+            open,
+            now_ms,
+            format!("{} {outcome} in {} ms", result.action, result.duration_ms),
+        );
+        match result.outcome {
+            ActionOutcome::Succeeded => {
+                if open.cleared {
+                    self.recover(&result.service, now_ms, out);
+                    return;
+                }
+                let until = now_ms + self.config.verify_deadline_ms;
+                open.phase = Phase::Verifying { until };
+                open.incident.state = IncidentState::Verifying;
+                emit_incident(open, out);
+                let why = format!(
+                    "{} succeeded; waiting for the service's steady state",
+                    result.action
+                );
+                let deadline = format!("verifying for up to {} ms", self.config.verify_deadline_ms);
+                emit_audit(open, out, "verification.started", why, deadline);
+            }
+            ActionOutcome::Failed | ActionOutcome::Refused => {
+                let why = result.error.clone().unwrap_or_default();
+                emit_audit(
+                    open,
+                    out,
+                    "action.failed",
+                    why.clone(),
+                    format!("{} {outcome}; trying the next step", result.action),
+                );
+                self.step_failed(&result.service, &outcome, why, now_ms, out);
+            }
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        self.lift_due(now_ms, out);
+        let expired: Vec<ServiceName> = self
+            .open
+            .iter()
+            .filter(|(_, open)| match &open.phase {
+                Phase::Pending { .. } => false,
+                Phase::Held { until, .. }
+                | Phase::InFlight { until, .. }
+                | Phase::Verifying { until } => now_ms >= *until,
+            })
+            .map(|(service, _)| service.clone())
+            .collect();
+        for service in expired {
+            let Some(open) = self.open.get_mut(&service) else {
+                continue;
+            };
+            let (what, outcome, why) = match &open.phase {
+                Phase::Verifying { .. } => (
+                    "verification.failed",
+                    "not_verified",
+                    format!(
+                        "no steady state within {} ms",
+                        self.config.verify_deadline_ms
+                    ),
+                ),
+                Phase::InFlight { request, .. } => {
+                    self.busy.remove(&request.container_id);
+                    (
+                        "action.timed_out",
+                        "no_result",
+                        format!(
+                            "no result from the executor within {} ms",
+                            request.timeout_ms + RESULT_GRACE_MS
+                        ),
+                    )
+                }
+                Phase::Held { .. } => (
+                    "approval.expired",
+                    "not_approved",
+                    format!("no approval within {} ms", self.config.approval_timeout_ms),
+                ),
+                Phase::Pending { .. } => continue,
+            };
+            emit_audit(open, out, what, why.clone(), "trying the next step".into());
+            self.step_failed(&service, outcome, why, now_ms, out);
+        }
+        self.retry_pending(now_ms, out);
+    }
+
+    pub(super) fn recover(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
+        let Some(mut open) = self.open.remove(service) else {
+            return;
+        };
+        let took = now_ms.saturating_sub(open.incident.opened_ms);
+        let signature = open.incident.signature;
+        // the action credited with the recovery: the last one sent, if it succeeded
+        let credited = match &open.phase {
+            Phase::Verifying { .. } | Phase::InFlight { .. } => {
+                current_step(&self.playbook, &open).cloned()
+            }
+            _ => None,
+        };
+        if let Some(step) = credited {
+            if let Some(tried) = open.tried.last_mut() {
+                tried.outcome = "recovered".into();
+                let after_ms = now_ms.saturating_sub(tried.requested_ms);
+                let value = self
+                    .values
+                    .update(signature, &step, Outcome::Recovered { after_ms });
+                emit_value(&open, out, signature, step.action, value);
+            }
+        }
+        if let Phase::Held { .. } = open.phase {
+            note(&mut open, now_ms, "the held action is dropped".into());
+        }
+        let actions = open.tried.len();
+        open.incident.state = IncidentState::Recovered;
+        note(
+            &mut open,
+            now_ms,
+            format!("recovered after {took} ms and {actions} action(s)"),
+        );
+        emit_incident(&open, out);
+        emit_audit(
+            &open,
+            out,
+            "incident.recovered",
+            "the anomaly cleared: running and healthy again".into(),
+            format!("recovered in {took} ms after {actions} action(s)"),
+        );
+        open.incident.state = IncidentState::Closed;
+        emit_incident(&open, out);
+        let after = self.config.lift_mitigations_after_ms;
+        if after > 0 {
+            for stopgap in open.mitigations.drain(..) {
+                self.lifts.push(Lift {
+                    due: now_ms + after,
+                    correlation_id: open.correlation_id.clone(),
+                    request: undo(&stopgap, after),
+                });
+            }
+        }
+        // the services that call this one may recover with it: give them time to show it
+        let settle_until = now_ms + self.config.root_cause_wait_ms;
+        let dependents: Vec<ServiceName> = self
+            .open
+            .keys()
+            .filter(|s| self.depends_transitively(s, service))
+            .cloned()
+            .collect();
+        for dependent in dependents {
+            if let Some(o) = self.open.get_mut(&dependent) {
+                o.settle_until = o.settle_until.max(settle_until);
+            }
+        }
+        // The service's other anomalies still firing open the next incident. It waits before
+        // acting, as the repair that cleared this one may clear them too: as long as a
+        // dependent does, or, when one is on the container just repaired, as long as a
+        // repair's verification may take.
+        let mut others: Vec<_> = std::mem::take(&mut open.others).into_values().collect();
+        others.sort_by_key(|(a, _)| a.started_ms);
+        let repaired = others
+            .iter()
+            .any(|(a, _)| a.container_id == open.anomaly.container_id);
+        let hold_until = if repaired {
+            now_ms + self.config.verify_deadline_ms
+        } else {
+            settle_until
+        };
+        for (anomaly, correlation_id) in others {
+            self.on_firing(&anomaly, correlation_id.as_deref(), now_ms, hold_until, out);
+        }
+        self.retry_pending(now_ms, out);
+    }
+}

@@ -1,0 +1,149 @@
+//! Explanations: which metrics carry a vector's score ([`Model::explain`]), which way they
+//! moved, and what kind of trouble that is ([`classify`]).
+
+use immune_nats::{feature, Contribution, Direction, Signature};
+
+use super::{Model, Scratch};
+
+impl Model {
+    /// Why `x` scored as it did: each base metric's share of the score (residual and T²
+    /// parts, lags folded into their metric), its value, the baseline median, and which way
+    /// it moved. Largest share first; shares sum to 1.
+    pub fn explain(&self, x: &[f64]) -> Vec<Contribution> {
+        let mut scratch = Scratch::default();
+        self.score(x, &mut scratch);
+        let d = self.dims();
+        let k = self.retained();
+        let mut parts = vec![0.0; d];
+        for (j, part) in parts.iter_mut().enumerate() {
+            let mut reconstructed = 0.0;
+            let mut t2_part = 0.0;
+            for i in 0..k {
+                let p = self.components[i * d + j];
+                reconstructed += p * scratch.t[i];
+                t2_part += scratch.t[i] / self.variances[i] * p * scratch.z[j];
+            }
+            let r = scratch.z[j] - reconstructed;
+            *part = r * r / self.spe_unit + t2_part.max(0.0) / self.t2_unit;
+        }
+        let total: f64 = parts.iter().sum::<f64>().max(1e-12);
+        let mut by_metric: Vec<Contribution> = Vec::new();
+        for (j, column) in self.columns.iter().enumerate() {
+            let base = column.split('@').next().unwrap_or(column);
+            let share = parts[j] / total;
+            match by_metric.iter_mut().find(|c| c.metric == base) {
+                Some(c) => c.share += share,
+                None => {
+                    let value = if x[j].is_finite() {
+                        x[j]
+                    } else {
+                        self.median[j]
+                    };
+                    by_metric.push(Contribution {
+                        metric: base.to_string(),
+                        value,
+                        expected: self.median[j],
+                        share,
+                        direction: if value >= self.median[j] {
+                            Direction::Up
+                        } else {
+                            Direction::Down
+                        },
+                    })
+                }
+            }
+        }
+        by_metric.sort_by(|a, b| b.share.total_cmp(&a.share));
+        by_metric
+    }
+
+    /// How many robust scales `value` of column `j` is from its median.
+    fn deviation(&self, contribution: &Contribution) -> f64 {
+        self.columns
+            .iter()
+            .position(|c| *c == contribution.metric)
+            .map_or(0.0, |j| {
+                (contribution.value - self.median[j]) / self.scale[j]
+            })
+    }
+}
+
+/// Names the kind of trouble from the explanation. A metric counts when it carries at least
+/// 10% of the score and moved at least 3 robust scales; errors outrank latency (errors
+/// usually bring latency with them), latency outranks resources, traffic comes last.
+pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
+    let moved = |name: &str, direction: Direction| {
+        contributions.iter().any(|c| {
+            c.share >= 0.10
+                && c.direction == direction
+                && c.metric == name
+                && model.deviation(c).abs() >= 3.0
+        })
+    };
+    let latency = [
+        feature::LATENCY_P50_MS,
+        feature::LATENCY_P95_MS,
+        feature::LATENCY_P99_MS,
+        feature::PROBE_LATENCY_MS,
+    ];
+    if moved(feature::ERROR_RATIO, Direction::Up) {
+        Signature::ErrorsUp
+    } else if moved(feature::REJECTED_RATE, Direction::Up) {
+        Signature::AttackBurst
+    } else if latency.iter().any(|m| moved(m, Direction::Up)) {
+        Signature::LatencyUp
+    } else if moved(feature::CPU_CORES, Direction::Up)
+        || moved(feature::MEMORY_BYTES, Direction::Up)
+    {
+        Signature::ResourceExhaustion
+    } else if moved(feature::REQUEST_RATE, Direction::Down) {
+        Signature::TrafficDrop
+    } else {
+        Signature::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::fixtures::{fitted, normal};
+    use crate::baseline::LearnedConfig;
+
+    #[test]
+    fn the_explanation_names_the_metric_that_moved_and_its_direction() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        let mut slow = normal(&mut noise);
+        slow[3] = 400.0;
+        let why = model.explain(&slow);
+        assert_eq!(why[0].metric, feature::LATENCY_P99_MS);
+        assert_eq!(why[0].direction, Direction::Up);
+        assert!(why[0].share > 0.5, "{why:?}");
+        assert!((why.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(classify(&model, &why), Signature::LatencyUp);
+
+        let mut quiet = normal(&mut noise);
+        quiet[0] = 2.0; // traffic fell away, latency follows it down a little
+        quiet[2] = 5.1;
+        quiet[3] = 20.4;
+        let why = model.explain(&quiet);
+        assert_eq!(why[0].metric, feature::REQUEST_RATE);
+        assert_eq!(why[0].direction, Direction::Down);
+        assert_eq!(classify(&model, &why), Signature::TrafficDrop);
+    }
+
+    #[test]
+    fn signatures_follow_the_metrics_that_moved() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        let mut failing = normal(&mut noise);
+        failing[1] = 0.4; // errors up, and latency with them
+        failing[3] *= 3.0;
+        assert_eq!(
+            classify(&model, &model.explain(&failing)),
+            Signature::ErrorsUp
+        );
+        let calm = normal(&mut noise);
+        assert_eq!(classify(&model, &model.explain(&calm)), Signature::Unknown);
+    }
+}

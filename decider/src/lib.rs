@@ -200,7 +200,7 @@ pub async fn run(
                         memory.save(&decider, &telemetry).await;
                         out.publish_all(decided).await;
                     }
-                    Some(Err(e)) => telemetry.observe(Observation::Failed { what: "control_watch", error: &e.to_string() }),
+                    Some(Err(e)) => telemetry.failed("control_watch", &e),
                     None => {
                         telemetry.observe(Observation::Failed { what: "control_watch", error: "the watch ended" });
                         control_changes = controls.watch_with_history(">").await.map_err(|e| DeciderError::Bucket {
@@ -297,10 +297,7 @@ async fn restore_values(
                 decider.restore_value(signature, action, v);
                 restored += 1;
             }
-            _ => telemetry.observe(Observation::Refused {
-                what: "learned_value",
-                reason: "unreadable key or value",
-            }),
+            _ => telemetry.refused("learned_value", "unreadable key or value"),
         }
     }
     tracing::info!(restored, "learned values restored");
@@ -352,10 +349,7 @@ impl Memory {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "decider memory entry skipped");
-                    telemetry.observe(Observation::Refused {
-                        what: "decider_memory",
-                        reason: "unreadable entry",
-                    });
+                    telemetry.refused("decider_memory", "unreadable entry");
                 }
             }
         }
@@ -387,10 +381,7 @@ impl Memory {
                 }
                 Err(e) => {
                     complete = false;
-                    telemetry.observe(Observation::Failed {
-                        what: "persist_memory",
-                        error: &e.to_string(),
-                    });
+                    telemetry.failed("persist_memory", &e);
                 }
             }
         }
@@ -407,10 +398,7 @@ impl Memory {
                 }
                 Err(e) => {
                     complete = false;
-                    telemetry.observe(Observation::Failed {
-                        what: "persist_memory",
-                        error: &e.to_string(),
-                    });
+                    telemetry.failed("persist_memory", &e);
                 }
             }
         }
@@ -467,10 +455,7 @@ impl Outlet<'_> {
                     let key = learning::value_key(signature, action);
                     if let Err(e) = self.values.put(&key, value.to_string().into()).await {
                         // a lost value only slows learning down: count it, go on
-                        bus.telemetry().observe(Observation::Failed {
-                            what: "persist_value",
-                            error: &e.to_string(),
-                        });
+                        bus.telemetry().failed("persist_value", &e);
                     }
                     Ok(())
                 }
@@ -481,10 +466,7 @@ impl Outlet<'_> {
                     outcome,
                 } => {
                     if what == "control.rejected" {
-                        bus.telemetry().observe(Observation::Refused {
-                            what: "control",
-                            reason: &why,
-                        });
+                        bus.telemetry().refused("control", &why);
                     }
                     // TEMPORARY until the policy's audits carry an AuditCode
                     let code = immune_nats::AuditCode::parse(what)
@@ -495,10 +477,7 @@ impl Outlet<'_> {
                 }
             };
             if let Err(e) = result {
-                bus.telemetry().observe(Observation::Failed {
-                    what: "publish_decision",
-                    error: &e.to_string(),
-                });
+                bus.telemetry().failed("publish_decision", &e);
                 return false;
             }
         }
@@ -515,10 +494,7 @@ impl Outlet<'_> {
         tokio::spawn(async move {
             let outcome = request.send().await.and_then(|r| r.error_for_status());
             if let Err(e) = outcome {
-                telemetry.observe(Observation::Failed {
-                    what: "escalation_webhook",
-                    error: &e.to_string(),
-                });
+                telemetry.failed("escalation_webhook", &e);
             }
         });
     }

@@ -70,9 +70,10 @@ impl TokenBucket {
 }
 
 /// Key of the kill switch in the control bucket: `on` stops every action.
-pub const KILL_SWITCH_KEY: &str = "kill_switch";
+pub use immune_nats::control::KILL_SWITCH as KILL_SWITCH_KEY;
 /// Prefix of a maintenance window key: `maintenance.<service>` = `<from_ms>..<until_ms>`.
-pub const MAINTENANCE_PREFIX: &str = "maintenance.";
+pub use immune_nats::control::MAINTENANCE_PREFIX;
+use immune_nats::control::{maintenance_service, OFF, ON};
 
 /// The run-time switches, changed while the decider runs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -87,8 +88,8 @@ impl Controls {
     pub fn apply(&mut self, key: &str, value: Option<&str>) -> Result<String, String> {
         if key == KILL_SWITCH_KEY {
             self.kill_switch = match value.map(str::trim) {
-                None | Some("off") => false,
-                Some("on") => true,
+                None | Some(OFF) => false,
+                Some(ON) => true,
                 Some(v) => return Err(format!("{key}={v:?}: expected on or off")),
             };
             return Ok(format!(
@@ -96,7 +97,7 @@ impl Controls {
                 if self.kill_switch { "on" } else { "off" }
             ));
         }
-        let Some(service) = key.strip_prefix(MAINTENANCE_PREFIX) else {
+        let Some(service) = maintenance_service(key) else {
             return Err(format!(
                 "{key}: unknown control (expected {KILL_SWITCH_KEY} or {MAINTENANCE_PREFIX}<service>)"
             ));

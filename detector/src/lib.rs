@@ -160,10 +160,7 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: &Delivery) -> Di
         // service roll-up is for dashboards and the scorecard.
         Event::MetricSnapshot(s) if s.scope == SnapshotScope::Service => {}
         Event::MetricSnapshot(s) if !detectors.rules.fresh(s) => {
-            bus.telemetry().observe(Observation::Refused {
-                what: "stale_snapshot",
-                reason: "older than one already judged",
-            });
+            bus.telemetry().refused("stale_snapshot", "older than one already judged");
         }
         Event::MetricSnapshot(s) => {
             detectors
@@ -191,10 +188,7 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: &Delivery) -> Di
             }
         }
         other => {
-            bus.telemetry().observe(Observation::Refused {
-                what: "unexpected_event",
-                reason: other.kind(),
-            });
+            bus.telemetry().refused("unexpected_event", other.kind());
         }
     };
     for finding in &mut findings {
@@ -228,10 +222,7 @@ async fn keep_chaos_run(bus: &Bus, detectors: &Detectors, service: &ServiceName)
     match episodes::save_chaos_run(&detectors.store, service, run).await {
         Ok(()) => true,
         Err(e) => {
-            bus.telemetry().observe(Observation::Failed {
-                what: e.kind(),
-                error: &e.to_string(),
-            });
+            bus.telemetry().failed(e.kind(), &e);
             false
         }
     }
@@ -251,10 +242,7 @@ async fn restore(bus: &Bus, detectors: &mut Detectors, service: &ServiceName) {
         }
         Ok(None) => {}
         Err(e) => {
-            bus.telemetry().observe(Observation::Failed {
-                what: e.kind(),
-                error: &e.to_string(),
-            });
+            bus.telemetry().failed(e.kind(), &e);
             return;
         }
     }
@@ -275,10 +263,7 @@ async fn restore(bus: &Bus, detectors: &mut Detectors, service: &ServiceName) {
             }
             detectors.restored.insert(service.clone());
         }
-        Err(e) => bus.telemetry().observe(Observation::Failed {
-            what: e.kind(),
-            error: &e.to_string(),
-        }),
+        Err(e) => bus.telemetry().failed(e.kind(), &e),
     }
 }
 
@@ -300,10 +285,7 @@ async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Opti
                 detectors.learned.resume(s.service.clone(), model);
             }
             Ok(None) => {}
-            Err(e) => bus.telemetry().observe(Observation::Failed {
-                what: e.kind(),
-                error: &e.to_string(),
-            }),
+            Err(e) => bus.telemetry().failed(e.kind(), &e),
         }
     }
     let chaos_run = detectors.rules.chaos_run(&s.service).map(str::to_string);
@@ -321,10 +303,7 @@ async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Opti
             service: s.service.as_str(),
         });
         if let Err(e) = snapshot::save(store, &s.service, model).await {
-            bus.telemetry().observe(Observation::Failed {
-                what: e.kind(),
-                error: &e.to_string(),
-            });
+            bus.telemetry().failed(e.kind(), &e);
         }
     }
     outcome.finding

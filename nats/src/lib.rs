@@ -6,6 +6,7 @@
 //! does no I/O of its own, so producers and consumers can never disagree about the wire.
 //!
 //! - [`audit`]: the audit trail's codes, typed once.
+//! - [`control`]: the keys of the control buckets (kill switches, maintenance windows).
 //! - [`events`]: every event body, one enum [`Event`] so one decoder serves every subject.
 //! - [`subject`]: the subjects, derived from the event itself; services never build strings.
 //! - [`streams`]: the JetStream streams, their retention, and the durable consumer of each stage.
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod codec;
+pub mod control;
 pub mod envelope;
 pub mod events;
 pub mod samples;

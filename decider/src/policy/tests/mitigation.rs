@@ -1,0 +1,80 @@
+//! Stopgaps: lifted some time after recovery, kept while the service is anomalous again.
+
+use immune_nats::{ActionKind, ActionOutcome, ActionRequest, Signature};
+
+use super::fixtures::{actions, audits, cleared_on, config, decider, fire, firing, result_of};
+use crate::policy::{Decider, Input, PolicyConfig};
+
+/// errors_up on orders: the circuit is opened, the service recovers.
+fn recovered_behind_an_open_circuit(d: &mut Decider) -> ActionRequest {
+    let out = fire(d, &firing(Signature::ErrorsUp), 0);
+    let open = actions(&out).pop().expect("the first step");
+    assert_eq!(open.action, ActionKind::CircuitBreaker);
+    assert_eq!(open.params.get("state").map(String::as_str), Some("open"));
+    d.decide(
+        Input::Result(&result_of(&open, ActionOutcome::Succeeded)),
+        100,
+    );
+    let out = fire(d, &cleared_on("orders"), 1_000);
+    assert!(audits(&out).contains(&"incident.recovered"), "{out:?}");
+    open
+}
+
+#[test]
+fn a_stopgap_is_lifted_after_recovery() {
+    let mut d = decider(PolicyConfig {
+        lift_mitigations_after_ms: 30_000,
+        ..config()
+    });
+    let open = recovered_behind_an_open_circuit(&mut d);
+    assert!(
+        actions(&d.decide(Input::Tick, 30_000)).is_empty(),
+        "not yet"
+    );
+    let out = d.decide(Input::Tick, 31_000);
+    let lift = actions(&out).pop().expect("the circuit closed again");
+    assert_eq!(lift.action, ActionKind::CircuitBreaker);
+    assert_eq!(lift.params.get("state").map(String::as_str), Some("closed"));
+    assert_eq!(lift.container_id, open.container_id);
+    assert_ne!(lift.action_id, open.action_id);
+    assert_eq!(audits(&out), vec!["mitigation.lifted"]);
+    assert!(
+        actions(&d.decide(Input::Tick, 90_000)).is_empty(),
+        "lifted once"
+    );
+}
+
+#[test]
+fn a_stopgap_stays_while_the_service_is_anomalous_again() {
+    let mut d = decider(PolicyConfig {
+        lift_mitigations_after_ms: 30_000,
+        ..config()
+    });
+    recovered_behind_an_open_circuit(&mut d);
+    // errors again: a new incident; the cooldown holds the circuit step, nothing is lifted.
+    fire(&mut d, &firing(Signature::ErrorsUp), 20_000);
+    let out = d.decide(Input::Tick, 31_000);
+    assert!(
+        !actions(&out)
+            .iter()
+            .any(|a| a.params.get("state").map(String::as_str) == Some("closed")),
+        "{out:?}"
+    );
+    assert!(audits(&out).contains(&"mitigation.kept"), "{out:?}");
+}
+
+#[test]
+fn a_restart_is_not_a_stopgap() {
+    let mut d = decider(PolicyConfig {
+        lift_mitigations_after_ms: 1_000,
+        ..config()
+    });
+    let out = fire(&mut d, &firing(Signature::Crashed), 0);
+    let restart = actions(&out).pop().expect("restart");
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        100,
+    );
+    fire(&mut d, &cleared_on("orders"), 500);
+    assert!(actions(&d.decide(Input::Tick, 10_000)).is_empty());
+}

@@ -1,0 +1,103 @@
+//! The culprit: the deepest anomalous dependency is acted on first, a dead container at once.
+
+use immune_nats::{ActionKind, ActionOutcome, Signature};
+
+use super::fixtures::{
+    actions, audit_text, audits, cleared_on, config, decider, fire, firing_on, result_of, svc,
+};
+use crate::policy::{Input, PolicyConfig};
+
+#[test]
+fn the_deepest_anomalous_dependency_is_acted_on_first() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 1_000,
+        ..config()
+    });
+    // the symptoms arrive first, the culprit last
+    let mut out = fire(
+        &mut d,
+        &firing_on("gateway", Signature::ErrorsUp, &["orders"]),
+        0,
+    );
+    out.extend(fire(
+        &mut d,
+        &firing_on("orders", Signature::ErrorsUp, &["payments"]),
+        100,
+    ));
+    assert!(
+        actions(&out).is_empty(),
+        "symptoms wait for their dependencies"
+    );
+    out = fire(&mut d, &firing_on("payments", Signature::Crashed, &[]), 300);
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1);
+    assert_eq!(acts[0].service, svc("payments"));
+    let mut later = Vec::new();
+    for t in (400..=3_000).step_by(200) {
+        later.extend(d.decide(Input::Tick, t));
+    }
+    assert!(actions(&later).is_empty(), "gateway and orders are held");
+    let held = audit_text(&later, "action.blocked");
+    assert!(
+        held.iter()
+            .any(|h| h.contains("gateway depends on payments")),
+        "{held:?}"
+    );
+    assert!(
+        held.iter()
+            .any(|h| h.contains("orders depends on payments")),
+        "{held:?}"
+    );
+
+    // payments recovers; orders stays anomalous past the settle time: now orders, and the
+    // gateway still waits
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        3_100,
+    );
+    let out = fire(&mut d, &cleared_on("payments"), 3_200);
+    assert!(actions(&out).is_empty(), "orders may recover with payments");
+    assert!(actions(&d.decide(Input::Tick, 4_000)).is_empty());
+    let out = d.decide(Input::Tick, 4_200);
+    let acts = actions(&out);
+    assert_eq!(acts.len(), 1, "{:?}", audits(&out));
+    assert_eq!(acts[0].service, svc("orders"));
+    // orders recovers and the gateway with it: the gateway is never touched
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        4_300,
+    );
+    let mut out = fire(&mut d, &cleared_on("orders"), 4_400);
+    out.extend(d.decide(Input::Tick, 4_600));
+    out.extend(fire(&mut d, &cleared_on("gateway"), 5_000));
+    assert!(actions(&out).is_empty());
+    assert_eq!(d.open_incidents().count(), 0);
+}
+
+#[test]
+fn a_crashed_container_is_restarted_at_once_whatever_its_dependencies_do() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 2_000,
+        ..config()
+    });
+    fire(&mut d, &firing_on("payments", Signature::LatencyUp, &[]), 0);
+    let out = fire(
+        &mut d,
+        &firing_on("orders", Signature::Crashed, &["payments"]),
+        10,
+    );
+    let restart = actions(&out)
+        .into_iter()
+        .find(|a| a.service.as_str() == "orders")
+        .expect("orders restarted without the root-cause wait");
+    assert_eq!(restart.action, ActionKind::Restart);
+    // A degraded caller still waits for its dependency.
+    let out = fire(
+        &mut d,
+        &firing_on("gateway", Signature::LatencyUp, &["orders"]),
+        20,
+    );
+    assert!(actions(&out)
+        .iter()
+        .all(|a| a.service.as_str() != "gateway"));
+}

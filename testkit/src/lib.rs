@@ -8,12 +8,24 @@
 //! - [`within`]: every wait is bounded, and says what probably broke when it times out.
 //! - [`StageProcess`]: a stage binary as a real child process, SIGKILLed and started again.
 //! - [`DockerProxy`]: a cuttable Unix-socket proxy in front of the Docker engine.
+//! - [`RunningStage`]: a stage's `run` started in-process with a shutdown the test holds,
+//!   waited on until ready, stopped (and checked to stop in time) or stopped on drop.
+//! - [`client_bus`]: the bus a test talks through, connected under a timeout.
+//! - [`synthetic`]: scrape targets on loopback that serve a chosen exposition or misbehave.
+//! - [`Noise`]: one seeded noise source for fixtures and benchmarks.
 
+pub mod bus;
 pub mod docker_proxy;
+pub mod noise;
 pub mod process;
+pub mod stage;
+pub mod synthetic;
 
+pub use bus::{client_bus, client_bus_as};
 pub use docker_proxy::DockerProxy;
+pub use noise::Noise;
 pub use process::{stage_binary, StageProcess};
+pub use stage::RunningStage;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,7 +3,8 @@
 //! event), and static targets from the config, which never go away.
 //!
 //! This part is pure: [`Inventory::apply`] turns what was seen into [`Delta`]s (a target to
-//! start watching, to update, to stop watching), and `lib.rs` runs one task per target.
+//! start watching, to update, to stop watching); `discovery` is the Docker I/O that feeds
+//! it [`Change`]s, and `watching` runs one task per target.
 
 use std::collections::HashMap;
 

@@ -281,10 +281,10 @@ pub(crate) async fn watch(
         let service = snapshot.service.to_string();
         let scraped_ok = snapshot.scrape.as_ref().map(|s| s.ok);
         if ctx.rollups.try_send(snapshot.clone()).is_err() {
-            ctx.bus.telemetry().observe(Observation::Failed {
-                what: "rollup_full",
-                error: "the roll-up queue is full; this snapshot is not in its service's roll-up",
-            });
+            ctx.bus.telemetry().failed(
+                "rollup_full",
+                &"the roll-up queue is full; this snapshot is not in its service's roll-up",
+            );
         }
         match ctx.bus.publish(None, Event::MetricSnapshot(snapshot)).await {
             Ok(_) if scraped_ok == Some(true) => ctx.bus.telemetry().observe(Observation::Acted {
@@ -292,10 +292,7 @@ pub(crate) async fn watch(
                 service: &service,
             }),
             Ok(_) => {}
-            Err(e) => ctx.bus.telemetry().observe(Observation::Failed {
-                what: "publish_snapshot",
-                error: &e.to_string(),
-            }),
+            Err(e) => ctx.bus.telemetry().failed("publish_snapshot", &e),
         }
     }
 }
@@ -328,10 +325,7 @@ async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricS
             Some(u)
         }
         Some(Err(e)) => {
-            telemetry.observe(Observation::Failed {
-                what: "stats",
-                error: &e.to_string(),
-            });
+            telemetry.failed("stats", &e);
             None
         }
         None => None,
@@ -373,10 +367,7 @@ async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricS
         f.insert(feature::HEALTH_OK.into(), if h.ok { 1.0 } else { 0.0 });
         f.insert(feature::PROBE_LATENCY_MS.into(), h.latency_ms);
         if !h.ok {
-            telemetry.observe(Observation::Failed {
-                what: "probe",
-                error: h.error.as_deref().unwrap_or("failed"),
-            });
+            telemetry.failed("probe", &h.error.as_deref().unwrap_or("failed"));
         }
     }
     if let Some(u) = usage {
@@ -410,10 +401,9 @@ async fn observe(ctx: &Context, target: &Target, memory: &mut Memory) -> MetricS
                 ));
                 memory.counters = Some(counters);
             }
-            Err(kind) => telemetry.observe(Observation::Failed {
-                what: kind.as_str(),
-                error: outcome.error.as_deref().unwrap_or_default(),
-            }),
+            Err(kind) => {
+                telemetry.failed(kind.as_str(), &outcome.error.as_deref().unwrap_or_default())
+            }
         }
         snapshot.scrape = Some(outcome);
     }

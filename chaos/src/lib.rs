@@ -1,29 +1,37 @@
 //! The chaos stage: breaks things on purpose, within guardrails, and always puts them back.
 //!
-//! Requests arrive on `immune.chaos.requests` from any NATS client (the `inject` command,
-//! tests, a user's own code). A fault is injected only into a running container of the
-//! requested service that is managed, of the configured project and labelled
-//! `immune.chaos=true`, and only while fewer than `max_concurrent_faults` are in force.
-//! Every injection is published as `ChaosInjected` with the chaos run id as correlation id,
-//! and reverted automatically when its duration ends (or at once when the stage stops),
-//! published as `ChaosReverted`. Refusals are published as `ChaosRejected` with the reason.
+//! Requests arrive on `immune.chaos.requests` from any NATS client (`immune chaos inject`,
+//! tests, a user's own code). The [`guardrails`] decide each one ([`guardrails::admit`], a
+//! pure function): a fault is injected only into a running container of the requested
+//! service that is managed, of the configured project and labelled `immune.chaos=true`, and
+//! only while fewer than `max_concurrent_faults` are in force. Every injection is announced
+//! ([`announce`]) as `ChaosInjected` with the chaos run id as correlation id, and reverted
+//! automatically when its duration ends (or at once when the stage stops), announced as
+//! `ChaosReverted`. Refusals are announced as `ChaosRejected` with the reason.
 //!
-//! Faults in force are kept in the KV bucket `immune_chaos_faults` (what was done and how to
-//! undo it), so a chaos process that starts after another one died reverts what is due. The
-//! kill switch is key `kill_switch` of bucket `immune_chaos_control` (`on`: every fault in
-//! force is reverted at once and every request is refused; changeable at run time with
-//! `immune-chaos kill-switch on|off`). With
-//! `dry_run = true` a request passes the guardrails and is recorded (`chaos.dry_run` audit,
-//! `ChaosRejected` saying what would have been done) but nothing is touched.
+//! Faults in force ([`in_force`]) are kept in the KV bucket `immune_chaos_faults` (what was
+//! done and how to undo it), so a chaos process that starts after another one died reverts
+//! what is due. The [`kill_switch`] is key `kill_switch` of bucket `immune_chaos_control`
+//! (`on`: every fault in force is reverted at once and every request is refused; changeable
+//! at run time with `immune kill-switch on|off --chaos`). With `dry_run = true` a request
+//! passes the guardrails and is recorded (`chaos.dry_run` audit, `ChaosRejected` saying what
+//! would have been done) but nothing is touched.
 //!
 //! Other triggers, all sending ordinary requests through these guardrails: the random
 //! schedule ([`schedule`], `[schedule]` in the config) and experiment files ([`experiment`],
-//! `immune-chaos run`). The `attack` fault and `immune-chaos attack` use [`attack`].
+//! `immune chaos run`). The `attack` fault and `immune chaos attack` use [`attack`]; the
+//! client side (request, answer, follow the run) is [`follow`].
+//!
+//! This file is the stage's config, error and [`run`], with the handling of one request.
 
+pub mod announce;
 pub mod attack;
 pub mod experiment;
 pub mod faults;
 pub mod follow;
+pub mod guardrails;
+pub mod in_force;
+pub mod kill_switch;
 pub mod schedule;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,16 +39,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::{StreamExt, TryStreamExt};
 use immune_nats::streams::{CHAOS, CHAOS_CONTROL, CHAOS_FAULTS};
-use immune_nats::{
-    envelope::now_ms, AuditCode, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted,
-    ContainerState, Event, EventId, Stage,
-};
+use immune_nats::{ChaosRequest, Event, Stage};
 use immune_runtime::docker::{self, ManagedContainer};
-use immune_runtime::telemetry::Observation;
 use immune_runtime::{
-    Audit, Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown, Telemetry,
+    Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown, Telemetry,
     TelemetryConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -48,9 +51,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use faults::{Injector, Undo};
+pub use in_force::{faults_in_force, ActiveFault};
+pub use kill_switch::{kill_switch, set_kill_switch, KILL_SWITCH};
 
-/// The kill switch's key in the control bucket.
-pub const KILL_SWITCH: &str = "kill_switch";
+use guardrails::{Admission, Admitted, KillSwitch};
 
 pub const STAGE: Stage = Stage::Chaos;
 
@@ -124,82 +128,27 @@ impl ChaosError {
     }
 }
 
-/// A fault in force as kept in the bus: enough for any chaos process to revert it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActiveFault {
-    /// Its key in the faults bucket.
-    pub key: String,
-    pub injected: ChaosInjected,
-    #[serde(default)]
-    pub undo: Undo,
-}
-
 /// What became of a request.
 #[derive(Debug)]
 enum Outcome {
     Injected(ActiveFault),
     /// Passed the guardrails in dry-run mode: what would have been done.
-    DryRun(String),
+    DryRun(Admitted),
     Rejected(String),
 }
 
 /// What the stage's tasks share.
 #[derive(Debug, Clone)]
-struct Chaos {
-    config: Arc<Config>,
-    bus: Bus,
-    injector: Injector,
-    faults: kv::Store,
-    control: kv::Store,
-    in_force: Arc<AtomicUsize>,
+pub(crate) struct Chaos {
+    pub(crate) config: Arc<Config>,
+    pub(crate) bus: Bus,
+    pub(crate) injector: Injector,
+    pub(crate) faults: kv::Store,
+    pub(crate) control: kv::Store,
+    /// How many faults are in force (the guardrails' `max_concurrent_faults`).
+    pub(crate) in_force: Arc<AtomicUsize>,
     /// Flips to true when the kill switch is engaged: every fault in force is reverted now.
-    halted: tokio::sync::watch::Receiver<bool>,
-}
-
-/// Reads the kill switch: `Ok(true)` when engaged.
-pub async fn kill_switch(control: &kv::Store) -> Result<bool, String> {
-    match control.get(KILL_SWITCH).await {
-        Ok(value) => Ok(value.is_some_and(|v| v.as_ref() == b"on")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Engages (`true`) or releases the kill switch, from any process on the bus.
-pub async fn set_kill_switch(bus: &Bus, on: bool) -> Result<(), BusError> {
-    let control = bus.bucket(CHAOS_CONTROL).await?;
-    control
-        .put(KILL_SWITCH, if on { "on" } else { "off" }.into())
-        .await
-        .map_err(|e| BusError::KeyValue {
-            bucket: CHAOS_CONTROL.name.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(())
-}
-
-/// Faults a previous chaos process left in force.
-pub async fn faults_in_force(faults: &kv::Store) -> Result<Vec<ActiveFault>, ChaosError> {
-    let keys: Vec<String> = faults
-        .keys()
-        .await
-        .map_err(|e| ChaosError::FaultsInForce(e.to_string()))?
-        .try_collect()
-        .await
-        .map_err(|e| ChaosError::FaultsInForce(e.to_string()))?;
-    let mut active = Vec::new();
-    for key in keys {
-        let Ok(Some(value)) = faults.get(&key).await else {
-            continue;
-        };
-        match serde_json::from_slice::<ActiveFault>(&value) {
-            Ok(fault) => active.push(fault),
-            Err(e) => {
-                tracing::warn!(%key, error = %e, "unreadable fault record; dropped");
-                let _ = faults.purge(&key).await;
-            }
-        }
-    }
-    Ok(active)
+    pub(crate) halted: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs until `shutdown`; faults still in force are reverted before it returns.
@@ -232,15 +181,19 @@ pub async fn run(
     for active in faults_in_force(&chaos.faults).await? {
         tracing::info!(run_id = %active.injected.run_id, service = %active.injected.service, fault = %active.injected.fault, revert_at_ms = active.injected.revert_at_ms, "fault left in force by a previous chaos process");
         chaos.in_force.fetch_add(1, Ordering::SeqCst);
-        reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
+        reverts.spawn(in_force::revert_later(
+            chaos.clone(),
+            active,
+            shutdown.clone(),
+        ));
     }
-    reverts.spawn(watch_kill_switch(
+    reverts.spawn(kill_switch::watch_kill_switch(
         chaos.control.clone(),
         halt,
         shutdown.clone(),
     ));
     if chaos.config.schedule.enabled {
-        reverts.spawn(scheduled(
+        reverts.spawn(schedule::publish_draws(
             chaos.bus.clone(),
             chaos.config.schedule.clone(),
             shutdown.clone(),
@@ -295,7 +248,7 @@ async fn handle(
     // A request is delivered again when its acknowledgement was lost (this process
     // stopped, or the announcement failed, after the injection): its fault is not
     // injected twice.
-    let key = fault_key(&delivery.envelope.event_id);
+    let key = in_force::fault_key(&delivery.envelope.event_id);
     match chaos.faults.entry(&key).await {
         Ok(None) => {}
         Ok(Some(earlier)) => {
@@ -307,7 +260,7 @@ async fn handle(
                 serde_json::from_slice::<ActiveFault>(&earlier.value),
             ) {
                 (kv::Operation::Put, Ok(active)) => {
-                    announce_injected(&chaos.bus, &active.injected).await
+                    announce::injected(&chaos.bus, &active.injected).await
                 }
                 _ => Ok(()),
             };
@@ -319,14 +272,20 @@ async fn handle(
             return Disposition::Retry;
         }
     }
-    let published = match inject(chaos, &run_id, request, key).await {
+    let published = match carry_out(chaos, &run_id, request, key).await {
         Outcome::Injected(active) => {
-            let published = announce_injected(&chaos.bus, &active.injected).await;
-            reverts.spawn(revert_later(chaos.clone(), active, shutdown.clone()));
+            let published = announce::injected(&chaos.bus, &active.injected).await;
+            reverts.spawn(in_force::revert_later(
+                chaos.clone(),
+                active,
+                shutdown.clone(),
+            ));
             published
         }
-        Outcome::DryRun(would) => announce_dry_run(&chaos.bus, &run_id, request, would).await,
-        Outcome::Rejected(reason) => announce_rejected(&chaos.bus, &run_id, request, reason).await,
+        Outcome::DryRun(admitted) => {
+            announce::dry_run(&chaos.bus, &run_id, request, &admitted).await
+        }
+        Outcome::Rejected(reason) => announce::rejected(&chaos.bus, &run_id, request, reason).await,
     };
     settled(published)
 }
@@ -340,326 +299,29 @@ fn settled(announced: Result<(), BusError>) -> Disposition {
     }
 }
 
-/// Follows the kill switch: engaged, every fault in force is reverted at once (and new
-/// requests are refused, see [`inject`]); released, faults may be injected again.
-async fn watch_kill_switch(
-    control: kv::Store,
-    halt: tokio::sync::watch::Sender<bool>,
-    mut shutdown: Shutdown,
-) {
-    let mut attempt = 0u32;
-    loop {
-        let mut changes = match control.watch_with_history(KILL_SWITCH).await {
-            Ok(changes) => changes,
-            Err(e) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "cannot watch the kill switch");
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let change = tokio::select! {
-                _ = shutdown.wait() => return,
-                c = changes.next() => c,
-            };
-            let Some(Ok(entry)) = change else { break };
-            let on = entry.operation == kv::Operation::Put && entry.value.as_ref() == b"on";
-            if on != *halt.borrow() {
-                tracing::warn!(engaged = on, "chaos kill switch changed");
-            }
-            halt.send_replace(on);
-        }
-    }
-}
-
-/// The random schedule: what it draws is published as a request, like any client's.
-async fn scheduled(bus: Bus, config: schedule::ScheduleConfig, mut shutdown: Shutdown) {
-    let seed = config.seed.unwrap_or_else(now_ms);
-    let mut rng = schedule::Rng::seeded(seed);
-    let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    tracing::info!(
-        seed,
-        interval_ms = config.interval_ms,
-        probability = config.probability,
-        "chaos schedule on"
-    );
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(request) = schedule::draw(&config, &mut rng, now_ms()) else {
-            continue;
-        };
-        tracing::info!(service = %request.service, fault = %request.fault, "the schedule drew a fault");
-        if let Err(e) = follow::request(&bus, request).await {
-            bus.telemetry().observe(Observation::Failed {
-                what: "publish_scheduled_request",
-                error: &e.to_string(),
-            });
-        }
-    }
-}
-
-/// The key in the faults bucket of the fault a request injects: the request's event id,
-/// which a delivery of the same request again shares.
-fn fault_key(request: &EventId) -> String {
-    format!("fault.{}", immune_nats::streams::kv_key_part(&request.0))
-}
-
-/// Picks the target under the guardrails and injects (the fault kept under `key`), or says
-/// why it will not.
-async fn inject(chaos: &Chaos, run_id: &str, request: &ChaosRequest, key: String) -> Outcome {
+/// Reads what the guardrails judge by (the kill switch, the managed containers), lets
+/// [`guardrails::admit`] decide, and injects what it admits (the fault kept under `key`).
+async fn carry_out(chaos: &Chaos, run_id: &str, request: &ChaosRequest, key: String) -> Outcome {
     let config = &chaos.config;
-    match kill_switch(&chaos.control).await {
-        Ok(false) => {}
-        Ok(true) => return Outcome::Rejected("the chaos kill switch is engaged".into()),
-        Err(e) => return Outcome::Rejected(format!("cannot read the kill switch ({e}): refusing")),
-    }
-    let managed =
+    let switch = KillSwitch::from(kill_switch(&chaos.control).await);
+    // Refused whatever the containers are: Docker is not asked.
+    let containers: Vec<ManagedContainer> = if switch == KillSwitch::Released {
         match docker::list_managed(chaos.injector.docker(), config.project.as_deref()).await {
-            Ok(managed) => managed,
+            Ok(managed) => managed.into_iter().flatten().collect(),
             Err(e) => return Outcome::Rejected(format!("cannot list containers: {e}")),
-        };
-    let candidates: Vec<ManagedContainer> = managed
-        .into_iter()
-        .flatten()
-        .filter(|c| c.service == request.service && c.state == ContainerState::Running)
-        .collect();
-    let Some(target) = candidates.iter().find(|c| c.chaos).cloned() else {
-        return Outcome::Rejected(if candidates.is_empty() {
-            format!(
-                "no running managed container of service {} in project {:?}",
-                request.service, config.project
-            )
-        } else {
-            format!(
-                "no container of service {} is labelled immune.chaos=true",
-                request.service
-            )
-        });
-    };
-    let duration_ms = match request.duration_ms {
-        0 => config.default_duration_ms,
-        d if d > config.max_duration_ms => {
-            return Outcome::Rejected(format!(
-                "duration {d} ms exceeds max_duration_ms {}",
-                config.max_duration_ms
-            ))
         }
-        d => d,
+    } else {
+        Vec::new()
     };
-    if config.dry_run {
-        return Outcome::DryRun(format!(
-            "dry run: would inject {} into {} for {duration_ms} ms with {:?}",
-            request.fault, target.name, request.params
-        ));
-    }
-    if chaos.in_force.fetch_add(1, Ordering::SeqCst) >= config.max_concurrent_faults {
-        chaos.in_force.fetch_sub(1, Ordering::SeqCst);
-        return Outcome::Rejected(format!(
-            "{} faults already in force (max_concurrent_faults)",
-            config.max_concurrent_faults
-        ));
-    }
-    let undo = match chaos
-        .injector
-        .inject(&target, request.fault, &request.params, &key)
-        .await
-    {
-        Ok(undo) => undo,
-        Err(e) => {
-            chaos.in_force.fetch_sub(1, Ordering::SeqCst);
-            return Outcome::Rejected(format!("injection failed: {e}"));
+    let in_force = chaos.in_force.load(Ordering::SeqCst);
+    match guardrails::admit(config, request, &switch, &containers, in_force) {
+        Admission::Refused(refusal) => Outcome::Rejected(refusal.to_string()),
+        Admission::DryRun(admitted) => Outcome::DryRun(admitted),
+        Admission::Inject(admitted) => {
+            match in_force::put_in_force(chaos, run_id, request, admitted, key).await {
+                Ok(active) => Outcome::Injected(active),
+                Err(reason) => Outcome::Rejected(reason),
+            }
         }
-    };
-    let injected_ms = now_ms();
-    let active = ActiveFault {
-        key,
-        injected: ChaosInjected {
-            run_id: run_id.to_string(),
-            service: target.service.clone(),
-            instance: target.name.clone(),
-            container_id: target.id.clone(),
-            fault: request.fault,
-            params: request.params.clone(),
-            injected_ms,
-            revert_at_ms: injected_ms + duration_ms,
-        },
-        undo,
-    };
-    // Kept in the bus before it is announced, so another chaos process can revert it.
-    let record = serde_json::to_vec(&active).unwrap_or_default();
-    if let Err(e) = chaos.faults.put(&active.key, record.into()).await {
-        chaos.bus.telemetry().observe(Observation::Failed {
-            what: "record_fault",
-            error: &e.to_string(),
-        });
-    }
-    Outcome::Injected(active)
-}
-
-async fn announce_injected(bus: &Bus, injected: &ChaosInjected) -> Result<(), BusError> {
-    let run_id = injected.run_id.as_str();
-    tracing::info!(run_id, service = %injected.service, fault = %injected.fault, instance = %injected.instance, "fault injected");
-    bus.telemetry().observe(Observation::Acted {
-        what: injected.fault.as_str(),
-        service: injected.service.as_str(),
-    });
-    let correlation = Some(run_id.to_string());
-    let id = bus
-        .publish(correlation.clone(), Event::ChaosInjected(injected.clone()))
-        .await?;
-    let why = format!(
-        "chaos request for {} on {}",
-        injected.fault, injected.service
-    );
-    let outcome = format!(
-        "{} injected into {} with {:?}, reverted in {} ms",
-        injected.fault,
-        injected.instance,
-        injected.params,
-        injected.revert_at_ms - injected.injected_ms
-    );
-    bus.audit(
-        correlation,
-        Audit::new(&injected.service, AuditCode::ChaosInjected, why, outcome).about(id),
-    )
-    .await?;
-    Ok(())
-}
-
-/// A request not carried out: dry run (it says what it would have done) or refused.
-async fn announce_dry_run(
-    bus: &Bus,
-    run_id: &str,
-    request: &ChaosRequest,
-    would: String,
-) -> Result<(), BusError> {
-    tracing::info!(run_id, service = %request.service, fault = %request.fault, "{would}");
-    bus.telemetry().observe(Observation::Refused {
-        what: "chaos_request",
-        reason: "dry_run",
-    });
-    let why = format!("chaos request for {} on {}", request.fault, request.service);
-    not_injected(
-        bus,
-        run_id,
-        request,
-        AuditCode::ChaosDryRun,
-        would.clone(),
-        why,
-        would,
-    )
-    .await
-}
-
-async fn announce_rejected(
-    bus: &Bus,
-    run_id: &str,
-    request: &ChaosRequest,
-    reason: String,
-) -> Result<(), BusError> {
-    bus.telemetry().observe(Observation::Refused {
-        what: "chaos_request",
-        reason: &reason,
-    });
-    let outcome = "nothing injected".to_string();
-    not_injected(
-        bus,
-        run_id,
-        request,
-        AuditCode::ChaosRejected,
-        reason.clone(),
-        reason,
-        outcome,
-    )
-    .await
-}
-
-/// Publishes the `ChaosRejected` event and its audit record.
-async fn not_injected(
-    bus: &Bus,
-    run_id: &str,
-    request: &ChaosRequest,
-    what: AuditCode,
-    reason: String,
-    why: String,
-    outcome: String,
-) -> Result<(), BusError> {
-    let rejected = ChaosRejected {
-        run_id: run_id.to_string(),
-        service: request.service.clone(),
-        fault: request.fault,
-        reason,
-    };
-    let correlation = Some(run_id.to_string());
-    let id = bus
-        .publish(correlation.clone(), Event::ChaosRejected(rejected))
-        .await?;
-    bus.audit(
-        correlation,
-        Audit::new(&request.service, what, why, outcome).about(id),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Waits until the fault's time is up (or the stage stops), reverts it, and says so.
-async fn revert_later(chaos: Chaos, active: ActiveFault, mut shutdown: Shutdown) {
-    let injected = &active.injected;
-    let wait = Duration::from_millis(injected.revert_at_ms.saturating_sub(now_ms()));
-    let mut halted = chaos.halted.clone();
-    let why = tokio::select! {
-        _ = tokio::time::sleep(wait) => "the fault's time was up",
-        _ = shutdown.wait() => "the chaos stage is stopping",
-        Ok(_) = halted.wait_for(|on| *on) => "the chaos kill switch was engaged",
-    };
-    let note = chaos
-        .injector
-        .revert(
-            &injected.container_id,
-            injected.fault,
-            &active.key,
-            &active.undo,
-        )
-        .await;
-    chaos.in_force.fetch_sub(1, Ordering::SeqCst);
-    if let Err(e) = chaos.faults.purge(&active.key).await {
-        chaos.bus.telemetry().observe(Observation::Failed {
-            what: "forget_fault",
-            error: &e.to_string(),
-        });
-    }
-    tracing::info!(run_id = %injected.run_id, service = %injected.service, fault = %injected.fault, %note, "fault reverted");
-    let reverted = ChaosReverted {
-        run_id: injected.run_id.clone(),
-        service: injected.service.clone(),
-        instance: injected.instance.clone(),
-        fault: injected.fault,
-        note: note.clone(),
-        reverted_ms: now_ms(),
-    };
-    let correlation = Some(injected.run_id.clone());
-    let bus = &chaos.bus;
-    let published = async {
-        let id = bus
-            .publish(correlation.clone(), Event::ChaosReverted(reverted))
-            .await?;
-        bus.audit(
-            correlation,
-            Audit::new(&injected.service, AuditCode::ChaosReverted, why, note).about(id),
-        )
-        .await
-    };
-    if let Err(e) = published.await {
-        bus.telemetry().observe(Observation::Failed {
-            what: "publish_revert",
-            error: &e.to_string(),
-        });
     }
 }

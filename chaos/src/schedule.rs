@@ -2,11 +2,15 @@
 //! `probability`, one fault of `faults` on one service of `targets`, only during
 //! `allowed_hours_utc`. The draw is a pure function of the config, the time and a seeded
 //! generator, so a schedule is reproducible and tested without a clock. What it draws goes
-//! through `immune.chaos.requests` like any other request, so every guardrail still applies.
+//! through `immune.chaos.requests` like any other request, so every guardrail still applies:
+//! [`publish_draws`] is the stage's task that draws and publishes.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use immune_nats::envelope;
 use immune_nats::{ChaosRequest, FaultKind, ServiceName};
+use immune_runtime::{Bus, Shutdown};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +108,33 @@ impl Rng {
 /// The UTC hour of a time in milliseconds since the epoch.
 pub fn hour_utc(now_ms: u64) -> u8 {
     ((now_ms / 3_600_000) % 24) as u8
+}
+
+/// Until `shutdown`: what the schedule draws is published as a request, like any client's.
+pub(crate) async fn publish_draws(bus: Bus, config: ScheduleConfig, mut shutdown: Shutdown) {
+    let seed = config.seed.unwrap_or_else(envelope::now_ms);
+    let mut rng = Rng::seeded(seed);
+    let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tracing::info!(
+        seed,
+        interval_ms = config.interval_ms,
+        probability = config.probability,
+        "chaos schedule on"
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(request) = draw(&config, &mut rng, envelope::now_ms()) else {
+            continue;
+        };
+        tracing::info!(service = %request.service, fault = %request.fault, "the schedule drew a fault");
+        if let Err(e) = crate::follow::request(&bus, request).await {
+            bus.telemetry().failed("publish_scheduled_request", &e);
+        }
+    }
 }
 
 /// What the schedule asks for at `now_ms`, if anything. Pure but for the generator's state.

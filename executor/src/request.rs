@@ -4,9 +4,10 @@
 //!    republished (same event id, so de-duplicated) and the request settled; nothing else
 //!    happens (`Executor::republish_if_done`).
 //! 2. **Plan and guards.** The request's parameters are read into a [`Step`] ([`plan`]); the
-//!    container is looked up — waiting for a Docker engine that cannot be reached, see
-//!    [`engine_retry`] — and the guards checked (opted in, in the configured project, of the
-//!    service the request names). A refusal is a result like any other.
+//!    earlier attempt, if any, is read from the ledger; the container is looked up —
+//!    waiting for a Docker engine that cannot be reached, see `engine_retry` — and the
+//!    guards checked (opted in, in the configured project, of the service the request
+//!    names). A refusal is a result like any other: it skips to step 7, stored first.
 //! 3. **Per-container lock.** The container's lock (the service's, for scaling) is taken
 //!    ([`lock`]), waiting while another action holds it; after `lock_wait_ms` the request is
 //!    handed back. Holding it, the ledger is read again: another instance may have finished
@@ -19,7 +20,8 @@
 //! 6. **Store the result before the lock goes**, so the next holder of the lock sees it;
 //!    then release the lock.
 //! 7. **Publish** the result (its event id follows the action id), 8. **audit** it, and only
-//!    then 9. **settle** the delivery as done. A failed publish leaves it unacknowledged: it
+//!    then 9. **settle** the delivery as done ([`crate::run`] hands the returned
+//!    [`Disposition`] to `Delivery::settle`). A failed publish leaves it unacknowledged: it
 //!    comes back and step 1 republishes the stored result.
 //!
 //! A crash mid-recreate or mid-rollback is finished from the recorded attempt: the container

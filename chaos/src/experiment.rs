@@ -1,4 +1,4 @@
-//! Chaos experiments from TOML files (`immune-chaos run experiment.toml`), in the manner of
+//! Chaos experiments from TOML files (`immune chaos run experiment.toml`), in the manner of
 //! the Principles of Chaos: a steady-state hypothesis (thresholds on the service's snapshot
 //! features) checked before and after, a method (faults in order, each through the chaos
 //! stage and its guardrails), rollbacks (HTTP calls made at the end or on abort), and an

@@ -1,7 +1,6 @@
 //! The client side of chaos: publish a request, wait for the chaos stage's answer (injected
 //! or rejected), then follow its run through the audit stream until the incident it caused is
-//! recovered or escalated. Used by `immune-chaos inject`, `immune chaos inject`, experiments
-//! and tests.
+//! recovered or escalated. Used by `immune chaos inject`, experiments and tests.
 
 use std::time::Duration;
 

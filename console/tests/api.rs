@@ -15,7 +15,7 @@ use immune_nats::{
 };
 use immune_runtime::Audit;
 use immune_testkit::{within, NatsServer};
-use support::{http, RunningConsole};
+use support::{http, start_console};
 
 fn incident(state: IncidentState) -> Event {
     Event::Incident(Incident {
@@ -68,9 +68,9 @@ async fn read_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_requests_state_and_live_events_over_a_real_bus() {
     let nats = NatsServer::start().await;
-    let console = RunningConsole::start(&nats.url()).await;
+    let console = start_console(&nats.url()).await;
     let client = http();
-    let bus = immune_tests::client_bus(&nats.url()).await;
+    let bus = immune_testkit::client_bus(&nats.url()).await;
     let mut requests = bus
         .client()
         .subscribe(subject::CHAOS_REQUESTS)
@@ -335,7 +335,7 @@ async fn chaos_requests_state_and_live_events_over_a_real_bus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_started_later_shows_the_recent_past() {
     let nats = NatsServer::start().await;
-    let bus = immune_tests::client_bus(&nats.url()).await;
+    let bus = immune_testkit::client_bus(&nats.url()).await;
     bus.publish(Some("corr-past".into()), incident(IncidentState::Opened))
         .await
         .expect("publish incident");
@@ -354,7 +354,7 @@ async fn a_console_started_later_shows_the_recent_past() {
     .await
     .expect("publish audit");
 
-    let console = RunningConsole::start(&nats.url()).await;
+    let console = start_console(&nats.url()).await;
     let client = http();
     let state = within(
         Duration::from_secs(20),

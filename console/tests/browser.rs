@@ -17,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 use serde_json::{json, Value};
-use support::{http, RunningConsole};
+use support::{http, start_console};
 use tokio_websockets::Message;
 
 /// Chromium on PATH, as `scripts/setup.sh` installs it.
@@ -225,7 +225,7 @@ async fn a_crash_injected_from_the_page_shows_as_an_incident_that_recovers() {
     let project = unique("console");
     let demo = DemoContainer::start(DemoSpec::new("orders", &project)).await;
     let pipeline = Pipeline::start(PipelineConfig::new(&nats.url(), &project));
-    let console = RunningConsole::start(&nats.url()).await;
+    let console = start_console(&nats.url()).await;
     let page_url = console.url("/");
 
     let browser = Browser::launch(&page_url);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{EndpointSettings, NetworkCreateRequest};
-use common::{get, inspect, request, started_at, Cleanup, Running, World};
+use common::{get, inspect, request, start_executor, started_at, Cleanup, World};
 use immune_nats::{ActionKind, ActionOutcome};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec};
 
@@ -45,7 +45,7 @@ fn aliases_on(
 async fn restart_pause_unpause_and_limits() {
     let world = World::new().await;
     let _cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let docker = demo.docker.clone();
 
@@ -136,7 +136,7 @@ async fn restart_pause_unpause_and_limits() {
 async fn recreate_keeps_name_config_and_network_aliases() {
     let world = World::new().await;
     let mut cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let network = create_network(&docker, &mut cleanup).await;
     let mut spec = DemoSpec::new("orders", &world.project);
@@ -182,7 +182,7 @@ async fn recreate_keeps_name_config_and_network_aliases() {
 async fn scale_out_then_in_never_below_one() {
     let world = World::new().await;
     let mut cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let network = create_network(&docker, &mut cleanup).await;
     let mut spec = DemoSpec::new("orders", &world.project);
@@ -265,7 +265,7 @@ async fn scale_out_then_in_never_below_one() {
 async fn rollback_recreates_from_the_previous_image() {
     let world = World::new().await;
     let mut cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let v1 = format!("immune-demo:{}-v1", world.project);
     let v2 = format!("immune-demo:{}-v2", world.project);
     for tag in [&v1, &v2] {
@@ -324,7 +324,7 @@ async fn rollback_recreates_from_the_previous_image() {
 async fn reconnect_network_keeps_aliases() {
     let world = World::new().await;
     let mut cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let network = create_network(&docker, &mut cleanup).await;
     let mut spec = DemoSpec::new("orders", &world.project);
@@ -368,7 +368,7 @@ async fn reconnect_network_keeps_aliases() {
 async fn admin_endpoint_throttle_circuit_and_flags() {
     let world = World::new().await;
     let _cleanup = cleanup(&world);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let ip = demo.address().await.expect("address");
     let base = format!("http://{ip}:8080");

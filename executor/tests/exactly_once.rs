@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{
-    fresh_since, next_result, request, results_for, started_at, starts_between, stored_results,
-    unix_now, Cleanup, Running, World,
+    fresh_since, next_result, request, results_for, start_executor, started_at, starts_between,
+    stored_results, unix_now, Cleanup, World,
 };
 use immune_nats::{ActionKind, ActionOutcome, ServiceName};
 use immune_testkit::{DemoContainer, DemoSpec};
@@ -17,7 +17,7 @@ use immune_testkit::{DemoContainer, DemoSpec};
 async fn guards_refuse_what_is_not_ours_and_touch_nothing() {
     let world = World::new().await;
     let _cleanup = Cleanup::project(&world.project);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let ours = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let mut opted_out = DemoSpec::new("orders", &world.project);
     opted_out
@@ -86,7 +86,7 @@ async fn guards_refuse_what_is_not_ours_and_touch_nothing() {
 async fn a_redelivered_request_republishes_and_does_not_act_twice() {
     let world = World::new().await;
     let _cleanup = Cleanup::project(&world.project);
-    let executor = Running::start(world.config());
+    let executor = start_executor(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let since = fresh_since().await;
     let r = request(&demo, ActionKind::Restart, &[]);
@@ -119,8 +119,8 @@ async fn two_instances_share_the_work_and_never_act_on_one_container_at_once() {
     let _cleanup = Cleanup::project(&world.project);
     let mut config = world.config();
     config.max_in_flight = 2;
-    let a = Running::start(config.clone());
-    let b = Running::start(config);
+    let a = start_executor(config.clone());
+    let b = start_executor(config);
     let mut demos = Vec::new();
     for _ in 0..3 {
         demos.push(DemoContainer::start(DemoSpec::new("orders", &world.project)).await);

@@ -10,37 +10,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use immune_nats::{decode, ActionKind, ActionRequest, ActionResult, Event, ServiceName, Stage};
-use immune_runtime::shutdown::ShutdownTrigger;
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{unique, within, DemoContainer, NatsServer};
+use immune_runtime::{Bus, BusConfig, Telemetry};
+use immune_testkit::{client_bus, unique, within, DemoContainer, NatsServer, RunningStage};
 
-/// One executor running as a task of the test, stopped on [`Running::stop`].
-#[derive(Debug)]
-pub struct Running {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), immune_executor::ExecutorError>>,
-    pub telemetry: Telemetry,
-}
-
-impl Running {
-    pub fn start(config: immune_executor::Config) -> Running {
-        let (trigger, shutdown) = Shutdown::new();
-        let telemetry = Telemetry::new(Stage::Executor);
-        let task = tokio::spawn(immune_executor::run(config, telemetry.clone(), shutdown));
-        Running {
-            trigger,
-            task,
-            telemetry,
-        }
-    }
-
-    pub async fn stop(self) {
-        self.trigger.trigger();
-        within(Duration::from_secs(30), "the executor to stop", self.task)
-            .await
-            .expect("executor task")
-            .expect("executor ran without error");
-    }
+/// One executor running as a task of the test, stopped on [`RunningStage::stop`].
+pub fn start_executor(config: immune_executor::Config) -> RunningStage<Telemetry> {
+    RunningStage::start(
+        "the executor",
+        Telemetry::new(Stage::Executor),
+        |telemetry, shutdown| immune_executor::run(config, telemetry, shutdown),
+    )
 }
 
 /// A test's world: NATS, a project of its own, a client bus.
@@ -120,12 +99,6 @@ pub async fn next_result(
         },
     )
     .await
-}
-
-pub async fn client_bus(url: &str) -> Bus {
-    Bus::connect_client(&BusConfig::at(url))
-        .await
-        .expect("test client connects to nats-server")
 }
 
 /// A request for `action` on `demo`, as the decider would send it.

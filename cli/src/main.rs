@@ -222,8 +222,8 @@ when it escalated, 3 when the run did not end in time.\n\n{EXIT_CODES_HELP}"
         /// Follow the run's audit trail until its incident is recovered or escalated.
         #[arg(long)]
         follow: bool,
-        /// How long to follow.
-        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        /// How long to follow (`--timeout` too, as the old `immune-chaos inject` had it).
+        #[arg(long, alias = "timeout", default_value = "90s", value_parser = parse_duration)]
         follow_for: Duration,
         /// How long to wait for the chaos stage's answer.
         #[arg(long, default_value = "15s", value_parser = parse_duration)]

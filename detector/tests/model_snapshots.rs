@@ -13,9 +13,8 @@ use immune_nats::streams::DETECTOR_MODELS;
 use immune_nats::{
     decode, feature, samples, subject, AnomalyState, Event, MetricSnapshot, Signature, Stage,
 };
-use immune_runtime::shutdown::ShutdownTrigger;
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{within, NatsServer};
+use immune_runtime::{Bus, BusConfig, Telemetry};
+use immune_testkit::{client_bus, within, NatsServer, RunningStage};
 
 fn snapshot(at: u64, p99: f64) -> MetricSnapshot {
     let mut s = samples::metric_snapshot();
@@ -46,20 +45,14 @@ fn config(url: &str) -> Config {
     }
 }
 
-async fn client(url: &str) -> Bus {
-    Bus::connect_client(&BusConfig::at(url))
-        .await
-        .expect("client connects")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_detector_resumes_its_model_without_warm_up() {
     let nats = NatsServer::start().await;
-    let bus = client(&nats.url()).await;
+    let bus = client_bus(&nats.url()).await;
     let service = samples::metric_snapshot().service;
 
     // First life: learns the baseline and stores the model.
-    let first = Life::start(&nats.url());
+    let first = life(&nats.url(), "the first detector");
     // The first snapshots of a service name its columns, then 60 make the baseline.
     let warm = 60 + u64::from(COLUMN_DISCOVERY_SNAPSHOTS) - 1;
     for at in 0..warm {
@@ -82,7 +75,7 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
     )
     .await;
     assert_eq!(first.telemetry.count("acted", "model_fitted"), 1);
-    first.stop("the first detector to stop").await;
+    first.stop().await;
 
     // Second life: three slow windows fire at once (k = 3), no new baseline needed.
     let mut anomalies = bus
@@ -90,7 +83,7 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         .subscribe(subject::ANOMALIES_ALL)
         .await
         .expect("subscribe");
-    let second = Life::start(&nats.url());
+    let second = life(&nats.url(), "the second detector");
     for at in 100..103 {
         bus.publish(None, Event::MetricSnapshot(snapshot(at, 400.0)))
             .await
@@ -119,7 +112,7 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
         0,
         "no warm-up, no new fit"
     );
-    second.stop("the second detector to stop").await;
+    second.stop().await;
 
     // Replay of the stored range with a stricter hysteresis (all of 5): three slow windows
     // are not enough then; with the shipped 3 of 5 they are.
@@ -174,7 +167,7 @@ struct Rig {
 
 async fn rig() -> Rig {
     let nats = NatsServer::start().await;
-    let bus = client(&nats.url()).await;
+    let bus = client_bus(&nats.url()).await;
     let anomalies = bus
         .client()
         .subscribe(subject::ANOMALIES_ALL)
@@ -193,7 +186,7 @@ async fn rig() -> Rig {
 /// stored as open (key `open.<service>`), then the detector stops. Returns the published
 /// firing.
 async fn first_life_fires(rig: &mut Rig, died: &immune_nats::ContainerEvent) -> Published {
-    let first = Life::start(&rig.nats.url());
+    let first = life(&rig.nats.url(), "the first detector");
     rig.bus
         .publish(None, Event::ContainerEvent(died.clone()))
         .await
@@ -208,7 +201,7 @@ async fn first_life_fires(rig: &mut Rig, died: &immune_nats::ContainerEvent) -> 
     .await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].anomaly.anomaly_id, fired.anomaly.anomaly_id);
-    first.stop("the first detector to stop").await;
+    first.stop().await;
     fired
 }
 
@@ -230,7 +223,7 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
 
     // Second life: the container is running and healthy again. The episode the first life
     // fired clears, with its id, so the decider can call the service recovered.
-    let second = Life::start(&nats.url());
+    let second = life(&nats.url(), "the second detector");
     let mut healthy = samples::metric_snapshot();
     healthy.observed_ms = 2_000;
     bus.publish(None, Event::MetricSnapshot(healthy))
@@ -247,7 +240,7 @@ async fn a_restarted_detector_clears_the_episode_its_previous_life_fired() {
     assert_eq!(cleared.instance, died.instance);
     assert_eq!(second.telemetry.count("acted", "episode_resumed"), 1);
     open_episodes(&store, &key, "no open episode left", Vec::is_empty).await;
-    second.stop("the second detector to stop").await;
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,17 +255,17 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
     let key = format!("chaos.{}", injected.service);
 
     // First life: sees the experiment start, and stops before any anomaly.
-    let first = Life::start(&nats.url());
+    let first = life(&nats.url(), "the first detector");
     bus.publish(None, Event::ChaosInjected(injected.clone()))
         .await
         .expect("publish");
     let stored = stored_chaos_run(&store, &key, "the run stored", Option::is_some).await;
     assert_eq!(stored.as_deref(), Some(injected.run_id.as_str()));
-    first.stop("the first detector to stop").await;
+    first.stop().await;
 
     // Second life: the container dies. Its anomaly carries the run id as correlation id,
     // though this life never saw the injection.
-    let second = Life::start(&nats.url());
+    let second = life(&nats.url(), "the second detector");
     let mut died = samples::container_event();
     died.service = injected.service.clone();
     died.observed_ms = 1_000;
@@ -294,7 +287,7 @@ async fn a_restarted_detector_labels_anomalies_with_the_chaos_run_in_force() {
         .await
         .expect("publish");
     stored_chaos_run(&store, &key, "the run forgotten", Option::is_none).await;
-    second.stop("the second detector to stop").await;
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +308,7 @@ async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
     // As if the detector had been killed after publishing and before storing the episode
     // and acknowledging: no episode stored, and the same event judged again.
     store.purge(&key).await.expect("purge");
-    let second = Life::start(&nats.url());
+    let second = life(&nats.url(), "the second detector");
     bus.publish(None, Event::ContainerEvent(died))
         .await
         .expect("publish");
@@ -328,7 +321,7 @@ async fn an_event_judged_again_after_a_restart_fires_the_same_anomaly_once() {
         again.event_id, fired.event_id,
         "published under the same event id"
     );
-    second.stop("the second detector to stop").await;
+    second.stop().await;
 
     // The stream, which the decider reads, holds it once: JetStream dropped the duplicate.
     let stream = bus
@@ -398,33 +391,15 @@ async fn open_episodes(
 }
 
 /// One life of the detector, run in this process.
-struct Life {
-    telemetry: Telemetry,
-    trigger: ShutdownTrigger,
-    running: tokio::task::JoinHandle<Result<(), immune_detector::DetectorError>>,
-}
-
-impl Life {
-    fn start(url: &str) -> Life {
-        let (trigger, shutdown) = Shutdown::new();
-        let telemetry = Telemetry::new(Stage::Detector);
-        let running = tokio::spawn(immune_detector::run(
-            config(url),
-            telemetry.clone(),
-            shutdown,
-        ));
-        Life {
-            telemetry,
-            trigger,
-            running,
-        }
-    }
-
-    async fn stop(self, what: &str) {
-        self.trigger.trigger();
-        within(Duration::from_secs(20), what, self.running)
-            .await
-            .expect("joins")
-            .expect("stops cleanly");
-    }
+fn life(url: &str, name: &str) -> RunningStage<Telemetry> {
+    let config = config(url);
+    RunningStage::start(
+        name,
+        Telemetry::new(Stage::Detector),
+        |telemetry, shutdown| immune_detector::run(config, telemetry, shutdown),
+    )
+    .stop_within(
+        Duration::from_secs(20),
+        "its last snapshot or model write hanging?",
+    )
 }

@@ -304,7 +304,8 @@ fn settled(announced: Result<(), BusError>) -> Disposition {
 async fn carry_out(chaos: &Chaos, run_id: &str, request: &ChaosRequest, key: String) -> Outcome {
     let config = &chaos.config;
     let switch = KillSwitch::from(kill_switch(&chaos.control).await);
-    // Refused whatever the containers are: Docker is not asked.
+    // With the switch engaged or unreadable the request is refused whatever the containers
+    // are, so Docker is not asked.
     let containers: Vec<ManagedContainer> = if switch == KillSwitch::Released {
         match docker::list_managed(chaos.injector.docker(), config.project.as_deref()).await {
             Ok(managed) => managed.into_iter().flatten().collect(),

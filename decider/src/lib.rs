@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{Operation, Store};
 use futures::StreamExt;
 use immune_nats::streams::{DECIDER, DECIDER_CONTROL, DECIDER_STATE, DECIDER_VALUES};
-use immune_nats::{envelope::now_ms, Escalation, Event, Stage};
+use immune_nats::{envelope::now_ms, AuditCode, Escalation, Event, Stage};
 use immune_runtime::telemetry::Observation;
 use immune_runtime::{
     Audit, Bus, BusConfig, BusError, ConfigError, Delivery, Disposition, Shutdown, Telemetry,
@@ -464,16 +464,14 @@ impl Outlet<'_> {
                     what,
                     why,
                     outcome,
+                    action_id,
                 } => {
-                    if what == "control.rejected" {
+                    if what == AuditCode::ControlRejected {
                         bus.telemetry().refused("control", &why);
                     }
-                    // TEMPORARY until the policy's audits carry an AuditCode
-                    let code = immune_nats::AuditCode::parse(what)
-                        .unwrap_or(immune_nats::AuditCode::ControlRejected);
-                    bus.audit(correlation, Audit::new(&service, code, why, outcome))
-                        .await
-                        .map(|_| ())
+                    let mut audit = Audit::new(&service, what, why, outcome);
+                    audit.action_id = action_id;
+                    bus.audit(correlation, audit).await.map(|_| ())
                 }
             };
             if let Err(e) = result {

@@ -21,6 +21,7 @@
 //! `escalation`, `approval`, `control`, `mitigation` (lifting stopgaps) and `memory` (what a
 //! restarted decider carries on from).
 
+use immune_nats::AuditCode;
 use std::collections::{BTreeMap, HashMap};
 
 use immune_nats::{
@@ -89,9 +90,11 @@ pub enum Decision {
     },
     Audit {
         service: ServiceName,
-        what: &'static str,
+        what: AuditCode,
         why: String,
         outcome: String,
+        /// The action the record is about (an approval names it).
+        action_id: Option<String>,
     },
 }
 

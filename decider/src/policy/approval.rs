@@ -2,6 +2,7 @@
 //! id, denied moves on to the next step.
 
 use immune_nats::Approval;
+use immune_nats::AuditCode;
 
 use super::incident::{emit_audit, note, Phase};
 use super::{Decided, Decider};
@@ -28,7 +29,7 @@ impl Decider {
             emit_audit(
                 open,
                 out,
-                "approval.granted",
+                AuditCode::ApprovalGranted,
                 format!("{} approved {action}", approval.by),
                 format!("issuing {action_id}"),
             );
@@ -39,7 +40,7 @@ impl Decider {
             emit_audit(
                 open,
                 out,
-                "approval.denied",
+                AuditCode::ApprovalDenied,
                 format!("{} denied {action}", approval.by),
                 "trying the next step".into(),
             );

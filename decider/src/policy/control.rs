@@ -2,6 +2,7 @@
 //! window); the change is applied and audited, or refused with the reason, and every
 //! waiting step is re-checked.
 
+use immune_nats::AuditCode;
 use immune_nats::ServiceName;
 
 use super::{Decided, Decider, Decision};
@@ -16,8 +17,8 @@ impl Decider {
     ) {
         let service = ServiceName::new("decider").expect("valid name");
         let (what, why) = match self.controls.apply(key, value) {
-            Ok(changed) => ("control.changed", changed),
-            Err(reason) => ("control.rejected", reason),
+            Ok(changed) => (AuditCode::ControlChanged, changed),
+            Err(reason) => (AuditCode::ControlRejected, reason),
         };
         out.push(Decided {
             correlation_id: format!("control-{now_ms}"),
@@ -26,9 +27,10 @@ impl Decider {
                 what,
                 why,
                 outcome: format!("{key} = {}", value.unwrap_or("(deleted)")),
+                action_id: None,
             },
         });
-        if what == "control.changed" {
+        if what == AuditCode::ControlChanged {
             self.retry_pending(now_ms, out);
         }
     }

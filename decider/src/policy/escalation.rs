@@ -1,6 +1,7 @@
 //! Escalation: an incident with no step left goes to a human with its whole story (the
 //! signals, every action tried and how it ended, the timeline).
 
+use immune_nats::AuditCode;
 use immune_nats::{Escalation, IncidentState, ServiceName};
 
 use super::incident::{emit_audit, emit_incident, note};
@@ -24,7 +25,7 @@ impl Decider {
         emit_audit(
             &open,
             out,
-            "incident.escalated",
+            AuditCode::IncidentEscalated,
             why.clone(),
             format!(
                 "a human must act; {} action(s) tried, story on immune.escalations.{service}",

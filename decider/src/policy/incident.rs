@@ -3,6 +3,7 @@
 //! audit records, the learned values). Also the anomalies the decider is done with, so a
 //! firing delivered again is not a new fault.
 
+use immune_nats::AuditCode;
 use std::collections::BTreeMap;
 
 use immune_nats::{
@@ -187,7 +188,7 @@ impl Decider {
         emit_audit(
             &open,
             out,
-            "incident.opened",
+            AuditCode::IncidentOpened,
             why,
             format!(
                 "incident {}; plan [{}]{}",
@@ -304,9 +305,32 @@ pub(super) fn emit_value(
 pub(super) fn emit_audit(
     open: &Open,
     out: &mut Vec<Decided>,
-    what: &'static str,
+    what: AuditCode,
     why: String,
     outcome: String,
+) {
+    push_audit(open, out, what, why, outcome, None);
+}
+
+/// An audit record about one action of the incident (held, advised, requested).
+pub(super) fn emit_action_audit(
+    open: &Open,
+    out: &mut Vec<Decided>,
+    what: AuditCode,
+    action_id: &str,
+    why: String,
+    outcome: String,
+) {
+    push_audit(open, out, what, why, outcome, Some(action_id.to_string()));
+}
+
+fn push_audit(
+    open: &Open,
+    out: &mut Vec<Decided>,
+    what: AuditCode,
+    why: String,
+    outcome: String,
+    action_id: Option<String>,
 ) {
     out.push(Decided {
         correlation_id: open.correlation_id.clone(),
@@ -315,6 +339,7 @@ pub(super) fn emit_audit(
             what,
             why,
             outcome,
+            action_id,
         },
     });
 }

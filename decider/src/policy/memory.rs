@@ -7,6 +7,7 @@
 //! them back. `open.<service>` holds one open incident, [`SHARED_KEY`] the rest; the stage
 //! stores the entries in a key-value bucket, rewriting only those that changed.
 
+use immune_nats::AuditCode;
 use std::collections::BTreeMap;
 
 use immune_nats::{ActionKind, ServiceName};
@@ -173,7 +174,7 @@ impl Decider {
             emit_audit(
                 open,
                 &mut out,
-                "incident.resumed",
+                AuditCode::IncidentResumed,
                 "the decider restarted with this incident open".to_string(),
                 format!("incident {} resumed: {phase}", open.incident.incident_id),
             );

@@ -2,6 +2,7 @@
 //! it, so some time after its incident recovered it is lifted again, unless the service is
 //! anomalous again by then or the kill switch or a maintenance window holds actions.
 
+use immune_nats::AuditCode;
 use std::collections::BTreeMap;
 
 use immune_nats::{ActionKind, ActionRequest};
@@ -53,18 +54,19 @@ impl Decider {
         self.lifts = waiting;
         for lift in due {
             let service = lift.request.service.clone();
-            let audit = |what: &'static str, why: String, outcome: String| Decided {
+            let audit = |what: AuditCode, why: String, outcome: String| Decided {
                 correlation_id: lift.correlation_id.clone(),
                 decision: Decision::Audit {
                     service: service.clone(),
                     what,
                     why,
                     outcome,
+                    action_id: Some(lift.request.action_id.clone()),
                 },
             };
             if self.open.contains_key(&service) {
                 out.push(audit(
-                    "mitigation.kept",
+                    AuditCode::MitigationKept,
                     "the service is anomalous again; its new incident decides".into(),
                     format!("{} left as it is", lift.request.action),
                 ));
@@ -77,7 +79,7 @@ impl Decider {
             }
             // (In dry run no stopgap was sent, so none is lifted.)
             out.push(audit(
-                "mitigation.lifted",
+                AuditCode::MitigationLifted,
                 lift.request.reason.clone(),
                 format!("{} {:?}", lift.request.action, lift.request.params),
             ));

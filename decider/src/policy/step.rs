@@ -3,9 +3,12 @@
 //! only in dry-run mode, and the next one is tried when a step fails; no step left
 //! escalates.
 
+use immune_nats::AuditCode;
 use immune_nats::{ActionRequest, ActionTried, IncidentState, ServiceName};
 
-use super::incident::{emit_audit, emit_incident, emit_value, note, Open, Phase};
+use super::incident::{
+    emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
+};
 use super::mitigation::is_stopgap;
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
@@ -98,7 +101,7 @@ impl Decider {
                     emit_audit(
                         open,
                         out,
-                        "action.blocked",
+                        AuditCode::ActionBlocked,
                         why,
                         format!(
                             "{} held by the {rule} rule; re-checked every tick",
@@ -142,10 +145,11 @@ impl Decider {
                 now_ms,
                 format!("{} (risk {}) awaits approval", step.action, step.risk),
             );
-            emit_audit(
+            emit_action_audit(
                 open,
                 out,
-                "action.held",
+                AuditCode::ActionHeld,
+                &request.action_id,
                 format!(
                     "{} has risk {} above the approval risk {}; candidates {candidates}",
                     step.action, step.risk, self.config.approval_risk
@@ -188,10 +192,11 @@ impl Decider {
                 format!("dry run: would {} {}", step.action, request.instance),
             );
             emit_incident(open, out);
-            emit_audit(
+            emit_action_audit(
                 open,
                 out,
-                "action.advised",
+                AuditCode::ActionAdvised,
+                &request.action_id,
                 format!("{}; candidates {candidates}", request.reason),
                 format!("dry run: {} of {} not sent", step.action, request.instance),
             );
@@ -208,10 +213,11 @@ impl Decider {
             format!("{} requested on {}", step.action, request.instance),
         );
         emit_incident(open, out);
-        emit_audit(
+        emit_action_audit(
             open,
             out,
-            "action.requested",
+            AuditCode::ActionRequested,
+            &request.action_id,
             format!("{}; candidates {candidates}", request.reason),
             format!(
                 "{} of {} ({})",

@@ -3,6 +3,7 @@
 //! approval), and a recovered incident credits the action that worked, schedules the lifting
 //! of its stopgaps and gives its dependents and its service's other anomalies time to clear.
 
+use immune_nats::AuditCode;
 use immune_nats::{ActionOutcome, ActionResult, IncidentState, ServiceName};
 
 use super::incident::{emit_audit, emit_incident, emit_value, note, Phase};
@@ -45,14 +46,14 @@ impl Decider {
                     result.action
                 );
                 let deadline = format!("verifying for up to {} ms", self.config.verify_deadline_ms);
-                emit_audit(open, out, "verification.started", why, deadline);
+                emit_audit(open, out, AuditCode::VerificationStarted, why, deadline);
             }
             ActionOutcome::Failed | ActionOutcome::Refused => {
                 let why = result.error.clone().unwrap_or_default();
                 emit_audit(
                     open,
                     out,
-                    "action.failed",
+                    AuditCode::ActionFailed,
                     why.clone(),
                     format!("{} {outcome}; trying the next step", result.action),
                 );
@@ -80,7 +81,7 @@ impl Decider {
             };
             let (what, outcome, why) = match &open.phase {
                 Phase::Verifying { .. } => (
-                    "verification.failed",
+                    AuditCode::VerificationFailed,
                     "not_verified",
                     format!(
                         "no steady state within {} ms",
@@ -90,7 +91,7 @@ impl Decider {
                 Phase::InFlight { request, .. } => {
                     self.busy.remove(&request.container_id);
                     (
-                        "action.timed_out",
+                        AuditCode::ActionTimedOut,
                         "no_result",
                         format!(
                             "no result from the executor within {} ms",
@@ -99,7 +100,7 @@ impl Decider {
                     )
                 }
                 Phase::Held { .. } => (
-                    "approval.expired",
+                    AuditCode::ApprovalExpired,
                     "not_approved",
                     format!("no approval within {} ms", self.config.approval_timeout_ms),
                 ),
@@ -148,7 +149,7 @@ impl Decider {
         emit_audit(
             &open,
             out,
-            "incident.recovered",
+            AuditCode::IncidentRecovered,
             "the anomaly cleared: running and healthy again".into(),
             format!("recovered in {took} ms after {actions} action(s)"),
         );

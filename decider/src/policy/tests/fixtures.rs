@@ -75,7 +75,7 @@ pub(super) fn actions(out: &[Decided]) -> Vec<ActionRequest> {
 pub(super) fn audits(out: &[Decided]) -> Vec<&'static str> {
     out.iter()
         .filter_map(|d| match &d.decision {
-            Decision::Audit { what, .. } => Some(*what),
+            Decision::Audit { what, .. } => Some(what.as_str()),
             _ => None,
         })
         .collect()
@@ -86,7 +86,7 @@ pub(super) fn audit_text(out: &[Decided], wanted: &str) -> Vec<String> {
         .filter_map(|d| match &d.decision {
             Decision::Audit {
                 what, why, outcome, ..
-            } if *what == wanted => Some(format!("{why} | {outcome}")),
+            } if what.as_str() == wanted => Some(format!("{why} | {outcome}")),
             _ => None,
         })
         .collect()

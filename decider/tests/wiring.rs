@@ -10,16 +10,20 @@ use immune_nats::{
     decode, samples, ActionKind, ActionOutcome, ActionRequest, ActionResult, Anomaly, AnomalyState,
     Approval, Envelope, Event, IncidentState, ServiceName, Signature, Stage,
 };
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{within, NatsServer};
+use immune_runtime::Telemetry;
+use immune_testkit::{client_bus, within, NatsServer, RunningStage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn client_bus(url: &str) -> Bus {
-    Bus::connect_client(&BusConfig::at(url))
-        .await
-        .expect("test client connects to nats-server")
+/// The decider running as a task of the test.
+fn start_decider(config: immune_decider::Config) -> RunningStage<Telemetry> {
+    RunningStage::start(
+        "the decider",
+        Telemetry::new(Stage::Decider),
+        |telemetry, shutdown| immune_decider::run(config, telemetry, shutdown),
+    )
+    .stop_within(WAIT, "")
 }
 
 /// The anomaly of `service` (one per service: its firing and its clearing share the id).
@@ -129,12 +133,7 @@ async fn decides_over_a_real_nats_server_and_obeys_the_kill_switch_at_run_time()
     config.policy.cooldown_ms = 0;
     config.policy.escalation_webhook = Some(hook_url);
     config.validate().expect("valid test config");
-    let (trigger, shutdown) = Shutdown::new();
-    let decider = tokio::spawn(immune_decider::run(
-        config,
-        Telemetry::new(Stage::Decider),
-        shutdown,
-    ));
+    let decider = start_decider(config);
 
     // 1. a crash: one restart, verification, recovery
     bus.publish(
@@ -261,11 +260,7 @@ async fn decides_over_a_real_nats_server_and_obeys_the_kill_switch_at_run_time()
     let refused = next(&mut sub, "the refused control", audit("control.rejected")).await;
     assert!(refused.contains("expected on or off"), "{refused}");
 
-    trigger.trigger();
-    within(WAIT, "the decider to stop", decider)
-        .await
-        .expect("decider task")
-        .expect("decider ran without error");
+    decider.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,12 +276,7 @@ async fn a_risky_step_waits_for_an_approval_sent_over_the_bus() {
     config.nats.url = nats.url();
     config.policy.playbook_file = Some(playbook);
     config.validate().expect("valid test config");
-    let (trigger, shutdown) = Shutdown::new();
-    let decider = tokio::spawn(immune_decider::run(
-        config,
-        Telemetry::new(Stage::Decider),
-        shutdown,
-    ));
+    let decider = start_decider(config);
 
     bus.publish(
         None,
@@ -323,9 +313,5 @@ async fn a_risky_step_waits_for_an_approval_sent_over_the_bus() {
     assert_eq!(rollback.action, ActionKind::Rollback);
     assert_eq!(rollback.action_id, action_id);
 
-    trigger.trigger();
-    within(WAIT, "the decider to stop", decider)
-        .await
-        .expect("decider task")
-        .expect("decider ran without error");
+    decider.stop().await;
 }

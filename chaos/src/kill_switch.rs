@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
+use immune_nats::control::{OFF, ON};
 use immune_nats::streams::CHAOS_CONTROL;
 use immune_runtime::{Bus, BusError, Shutdown};
 
 /// The kill switch's key in the control bucket.
-pub const KILL_SWITCH: &str = "kill_switch";
+pub use immune_nats::control::KILL_SWITCH;
 
 /// Reads the kill switch: `Ok(true)` when engaged.
 pub async fn kill_switch(control: &kv::Store) -> Result<bool, String> {
     match control.get(KILL_SWITCH).await {
-        Ok(value) => Ok(value.is_some_and(|v| v.as_ref() == b"on")),
+        Ok(value) => Ok(value.is_some_and(|v| v.as_ref() == ON.as_bytes())),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -26,7 +27,7 @@ pub async fn kill_switch(control: &kv::Store) -> Result<bool, String> {
 pub async fn set_kill_switch(bus: &Bus, on: bool) -> Result<(), BusError> {
     let control = bus.bucket(CHAOS_CONTROL).await?;
     control
-        .put(KILL_SWITCH, if on { "on" } else { "off" }.into())
+        .put(KILL_SWITCH, if on { ON } else { OFF }.into())
         .await
         .map_err(|e| BusError::KeyValue {
             bucket: CHAOS_CONTROL.name.to_string(),
@@ -62,7 +63,7 @@ pub(crate) async fn watch_kill_switch(
                 c = changes.next() => c,
             };
             let Some(Ok(entry)) = change else { break };
-            let on = entry.operation == kv::Operation::Put && entry.value.as_ref() == b"on";
+            let on = entry.operation == kv::Operation::Put && entry.value.as_ref() == ON.as_bytes();
             if on != *halt.borrow() {
                 tracing::warn!(engaged = on, "chaos kill switch changed");
             }

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use immune_nats::streams::{AUDIT, PIPELINE};
-use immune_nats::{decode, subject, Approval, Event, IncidentState, ServiceName, Stage};
+use immune_nats::{
+    decode, subject, Approval, AuditCode, AuditRecord, Event, IncidentState, ServiceName, Stage,
+};
 use immune_runtime::Bus;
 
 use crate::audit::{line, Line};
@@ -66,7 +68,7 @@ pub async fn find_held(
             continue;
         };
         if let Event::Audit(record) = &envelope.body {
-            if record.what == "action.held" && record.outcome.contains(action_id) {
+            if record.code() == Some(AuditCode::ActionHeld) && names(record, action_id) {
                 held = Some(Held {
                     service: record.service.clone(),
                     correlation_id: envelope.correlation_id.clone(),
@@ -76,6 +78,15 @@ pub async fn find_held(
         }
     }
     Ok(held)
+}
+
+/// Whether `record` is about `action_id`: by its field; a record written before the field
+/// existed names the action only in its outcome text.
+fn names(record: &AuditRecord, action_id: &str) -> bool {
+    match &record.action_id {
+        Some(id) => id == action_id,
+        None => record.outcome.contains(action_id),
+    }
 }
 
 /// The id of `service`'s incident when its last one is still open.

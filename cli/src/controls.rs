@@ -15,7 +15,7 @@ use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use immune_decider::safety::{self, KILL_SWITCH_KEY, MAINTENANCE_PREFIX};
 use immune_nats::streams::{BucketSpec, CHAOS_CONTROL, DECIDER_CONTROL};
-use immune_nats::{AuditCode, ServiceName};
+use immune_nats::{control, AuditCode, ServiceName};
 use immune_runtime::{Audit, Bus, BusError};
 use serde::Serialize;
 
@@ -109,7 +109,7 @@ async fn switch_on(store: &kv::Store, spec: BucketSpec) -> Result<bool, CliError
         .get(KILL_SWITCH_KEY)
         .await
         .map_err(|e| kv_error(spec, e))?;
-    Ok(value.is_some_and(|v| v.as_ref() == b"on"))
+    Ok(value.is_some_and(|v| v.as_ref() == control::ON.as_bytes()))
 }
 
 /// Reads both kill switches and every maintenance window.
@@ -153,7 +153,7 @@ pub async fn read(bus: &Bus, now_ms: u64) -> Result<Controls, CliError> {
 
 /// Engages (`on`) or releases the chosen kill switches.
 pub async fn set_kill_switch(bus: &Bus, switches: Switches, on: bool) -> Result<(), CliError> {
-    let value = if on { "on" } else { "off" };
+    let value = if on { control::ON } else { control::OFF };
     if switches.healing {
         let store = bus.bucket(DECIDER_CONTROL).await?;
         store

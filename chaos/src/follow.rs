@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use immune_nats::{
-    decode, subject, AuditRecord, ChaosInjected, ChaosRejected, ChaosRequest, Envelope, Event,
+    decode, subject, AuditCode, AuditRecord, ChaosInjected, ChaosRejected, ChaosRequest, Envelope,
+    Event,
 };
 use immune_runtime::{Bus, BusError};
 
@@ -58,10 +59,10 @@ impl Follower {
                 continue;
             };
             on_record(&envelope, record);
-            match record.what.as_str() {
-                "incident.recovered" => return RunEnd::Recovered,
-                "incident.escalated" => return RunEnd::Escalated,
-                "chaos.rejected" => return RunEnd::Rejected,
+            match record.code() {
+                Some(AuditCode::IncidentRecovered) => return RunEnd::Recovered,
+                Some(AuditCode::IncidentEscalated) => return RunEnd::Escalated,
+                Some(AuditCode::ChaosRejected) => return RunEnd::Rejected,
                 _ => {}
             }
         }

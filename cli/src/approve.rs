@@ -194,11 +194,22 @@ pub async fn answer(
             };
             let Some(l) = line(&envelope) else { continue };
             let same_run = correlation_id.is_none() || l.correlation_id == correlation_id;
-            match l.what.as_str() {
-                "approval.granted" if l.outcome.contains(&answer.action_id) => {
+            // A record names its action; one written before the field existed only in text.
+            let names_it = match &l.action_id {
+                Some(id) => *id == answer.action_id,
+                None => l.outcome.contains(&answer.action_id),
+            };
+            let not_another = l
+                .action_id
+                .as_ref()
+                .is_none_or(|id| *id == answer.action_id);
+            match AuditCode::parse(&l.what) {
+                Some(AuditCode::ApprovalGranted) if names_it => {
                     return Some(Acknowledged::Granted(l))
                 }
-                "approval.denied" if same_run && l.why.contains(&answer.by) => {
+                Some(AuditCode::ApprovalDenied)
+                    if same_run && not_another && l.why.contains(&answer.by) =>
+                {
                     return Some(Acknowledged::Denied(l))
                 }
                 _ => {}

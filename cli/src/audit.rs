@@ -66,6 +66,9 @@ pub struct Line {
     pub about: Option<String>,
     /// The instance of the stage that wrote it.
     pub instance: String,
+    /// The action the record is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
 }
 
 /// The line of an audit envelope; `None` for any other event.
@@ -85,6 +88,7 @@ pub fn line(envelope: &Envelope) -> Option<Line> {
         event_id: envelope.event_id.to_string(),
         about: record.about.as_ref().map(|id| id.to_string()),
         instance: envelope.producer.instance.clone(),
+        action_id: record.action_id.clone(),
     })
 }
 

@@ -4,7 +4,7 @@
 use immune_nats::Approval;
 use immune_nats::AuditCode;
 
-use super::incident::{emit_audit, note, Phase};
+use super::incident::{emit_action_audit, note, Phase};
 use super::{Decided, Decider};
 
 impl Decider {
@@ -26,10 +26,11 @@ impl Decider {
                 now_ms,
                 format!("{action} approved by {}", approval.by),
             );
-            emit_audit(
+            emit_action_audit(
                 open,
                 out,
                 AuditCode::ApprovalGranted,
+                &action_id,
                 format!("{} approved {action}", approval.by),
                 format!("issuing {action_id}"),
             );
@@ -37,10 +38,11 @@ impl Decider {
             open.phase = Phase::Pending { blocked: None };
             self.try_issue(&approval.service, now_ms, out);
         } else {
-            emit_audit(
+            emit_action_audit(
                 open,
                 out,
                 AuditCode::ApprovalDenied,
+                &action_id,
                 format!("{} denied {action}", approval.by),
                 "trying the next step".into(),
             );

@@ -14,9 +14,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use immune_collector::synthetic::{exposition, Behaviour, SyntheticTarget};
 use immune_collector::{exposition as reader, features, Config, StaticTarget, STAGE};
-use immune_runtime::{BusConfig, Shutdown, Telemetry};
+use immune_runtime::{BusConfig, Telemetry};
+use immune_testkit::synthetic::{exposition, Behaviour, SyntheticTarget};
+use immune_testkit::RunningStage;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -191,9 +192,10 @@ fn scale(targets: usize, series: usize, seconds: usize) {
                 .collect(),
             ..Default::default()
         };
-        let telemetry = Telemetry::new(STAGE);
-        let (trigger, shutdown) = Shutdown::new();
-        let collector = tokio::spawn(immune_collector::run(config, telemetry.clone(), shutdown));
+        let collector = RunningStage::start("the collector", Telemetry::new(STAGE), |t, s| {
+            immune_collector::run(config, t, s)
+        });
+        let telemetry = collector.telemetry.clone();
         // Warm up: connections, first scrapes.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (cpu0, wall0) = (cpu_time(), Instant::now());
@@ -219,8 +221,7 @@ fn scale(targets: usize, series: usize, seconds: usize) {
         .iter()
         .map(|k| telemetry.count("failed", k))
         .sum();
-        trigger.trigger();
-        let _ = collector.await;
+        collector.stop().await;
         println!(
             "## one collector, {targets} targets x {series} series at 1 s, {seconds} s measured"
         );

@@ -9,8 +9,8 @@ use bollard::query_parameters::RestartContainerOptions;
 use futures::StreamExt;
 use immune_collector::{Config, STAGE};
 use immune_nats::{decode, feature, ContainerEventKind, Event, MetricSnapshot, SnapshotScope};
-use immune_runtime::{BusConfig, Shutdown, Telemetry};
-use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
+use immune_runtime::{BusConfig, Telemetry};
+use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer, RunningStage};
 
 /// A collector of `project` on `nats`, every 500 ms.
 fn fast(nats: &NatsServer, project: &str) -> Config {
@@ -47,6 +47,16 @@ async fn next_snapshot(
     .await
 }
 
+/// The collector running as a task of the test, stopped within 5 s.
+fn start_collector(config: Config) -> RunningStage<Telemetry> {
+    RunningStage::start(
+        "the collector",
+        Telemetry::new(STAGE),
+        |telemetry, shutdown| immune_collector::run(config, telemetry, shutdown),
+    )
+    .stop_within(Duration::from_secs(5), "")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_containers_from_events_and_rolls_up_replicas() {
     let nats = NatsServer::start().await;
@@ -65,9 +75,8 @@ async fn finds_containers_from_events_and_rolls_up_replicas() {
         .subscribe(format!("immune.events.{service}"))
         .await
         .expect("subscribe");
-    let telemetry = Telemetry::new(STAGE);
-    let (trigger, shutdown) = Shutdown::new();
-    let collector = tokio::spawn(immune_collector::run(config, telemetry.clone(), shutdown));
+    let collector = start_collector(config);
+    let telemetry = collector.telemetry.clone();
     // Let the first listing (at start) pass with nothing in it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -133,11 +142,7 @@ async fn finds_containers_from_events_and_rolls_up_replicas() {
     })
     .await;
 
-    trigger.trigger();
-    within(Duration::from_secs(5), "the collector to stop", collector)
-        .await
-        .expect("task")
-        .expect("clean stop");
+    collector.stop().await;
     assert!(telemetry.count("acted", "container_event") >= 2);
 }
 
@@ -159,12 +164,7 @@ async fn falls_back_to_the_stats_api_without_delaying_snapshots() {
         .subscribe(format!("immune.metrics.{service}"))
         .await
         .expect("subscribe");
-    let (trigger, shutdown) = Shutdown::new();
-    let collector = tokio::spawn(immune_collector::run(
-        config,
-        Telemetry::new(STAGE),
-        shutdown,
-    ));
+    let collector = start_collector(config);
     let s = next_snapshot(&mut metrics, "CPU from the stats API", |s| {
         s.instance == demo.name && s.features.contains_key(feature::CPU_CORES)
     })
@@ -172,9 +172,5 @@ async fn falls_back_to_the_stats_api_without_delaying_snapshots() {
     assert!(s.features[feature::MEMORY_BYTES] > 100_000.0, "{s:?}");
     let lag = immune_nats::envelope::now_ms().saturating_sub(s.observed_ms);
     assert!(lag < 500, "the snapshot waited {lag} ms for the stats API");
-    trigger.trigger();
-    within(Duration::from_secs(5), "the collector to stop", collector)
-        .await
-        .expect("task")
-        .expect("clean stop");
+    collector.stop().await;
 }

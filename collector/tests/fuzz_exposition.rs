@@ -10,7 +10,7 @@
 //! runs more.
 
 use immune_collector::exposition::{self, ExpositionError};
-use immune_collector::synthetic;
+use immune_testkit::synthetic;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

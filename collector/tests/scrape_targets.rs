@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use immune_collector::synthetic::{Behaviour, SyntheticTarget};
 use immune_collector::{Config, StaticTarget, STAGE};
 use immune_nats::{decode, feature, Event, MetricSnapshot, SnapshotScope};
-use immune_runtime::{BusConfig, Shutdown, Telemetry};
-use immune_testkit::{within, NatsServer};
+use immune_runtime::{BusConfig, Telemetry};
+use immune_testkit::synthetic::{Behaviour, SyntheticTarget};
+use immune_testkit::{within, NatsServer, RunningStage};
 
 fn target(service: &str, instance: &str, t: &SyntheticTarget) -> StaticTarget {
     StaticTarget {
@@ -21,6 +21,16 @@ fn target(service: &str, instance: &str, t: &SyntheticTarget) -> StaticTarget {
         metrics_path: "/metrics".into(),
         health_path: "/health".into(),
     }
+}
+
+/// The collector running as a task of the test, stopped within 5 s.
+fn start_collector(config: Config) -> RunningStage<Telemetry> {
+    RunningStage::start(
+        "the collector",
+        Telemetry::new(STAGE),
+        |telemetry, shutdown| immune_collector::run(config, telemetry, shutdown),
+    )
+    .stop_within(Duration::from_secs(5), "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,9 +85,8 @@ async fn bad_targets_give_errors_and_delay_nobody() {
         .subscribe("immune.metrics.>")
         .await
         .expect("subscribe");
-    let telemetry = Telemetry::new(STAGE);
-    let (trigger, shutdown) = Shutdown::new();
-    let collector = tokio::spawn(immune_collector::run(config, telemetry.clone(), shutdown));
+    let collector = start_collector(config);
+    let telemetry = collector.telemetry.clone();
 
     // Phase 1: everything as started, for 3 s; then the vanishing target goes, 2 s more.
     let mut seen: HashMap<String, Vec<(Instant, MetricSnapshot)>> = HashMap::new();
@@ -109,11 +118,7 @@ async fn bad_targets_give_errors_and_delay_nobody() {
         },
     )
     .await;
-    trigger.trigger();
-    within(Duration::from_secs(5), "the collector to stop", collector)
-        .await
-        .expect("task")
-        .expect("the collector ends cleanly");
+    collector.stop().await;
 
     // Good targets: scraped every interval, never held up by the hanging one.
     for instance in ["shop-1", "shop-2"] {

@@ -14,6 +14,9 @@
 //! | `GET /metrics` | the console's own counters |
 //! | `GET /health` | 200 once connected to NATS |
 //!
+//! Like every stage, it also keeps the shared self-metrics ([`Telemetry`]: its bus
+//! connection's publishes, failures and refusals), served on `[telemetry] listen` when set.
+//!
 //! `main` reads the config ([`Config::load`]), starts tracing and calls [`run`].
 
 pub mod telemetry;
@@ -28,7 +31,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use futures::StreamExt;
 use immune_nats::{decode, subject, Stage};
-use immune_runtime::{Bus, BusConfig, BusError, Shutdown, Telemetry};
+use immune_runtime::config::BUS_ENV;
+use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -51,6 +55,8 @@ pub const WATCHED: [&str; 8] = [
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub nats: BusConfig,
+    /// Where the shared self-metrics are served; the page's own `/metrics` is always served.
+    pub telemetry: TelemetryConfig,
     /// Where the page is served.
     pub listen: SocketAddr,
     /// At start, read this much of the past (incidents, anomalies, actions, results, chaos,
@@ -84,6 +90,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             nats: BusConfig::default(),
+            telemetry: TelemetryConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
             history_ms: 3_600_000,
             limits: Limits::default(),
@@ -107,6 +114,15 @@ pub enum ConsoleError {
     },
 }
 
+impl From<ConfigError> for ConsoleError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid(why) => ConsoleError::Config(why),
+            missing @ ConfigError::Missing(_) => ConsoleError::Config(missing.to_string()),
+        }
+    }
+}
+
 impl ConsoleError {
     /// The error as a metric label.
     pub fn kind(&self) -> &'static str {
@@ -120,35 +136,26 @@ impl ConsoleError {
 }
 
 impl Config {
-    /// Defaults, then the TOML file (when given), then the environment: `IMMUNE_NATS_URL`,
-    /// `IMMUNE_NATS_USER`, `IMMUNE_NATS_PASSWORD`, `IMMUNE_NATS_CREDENTIALS`, and
-    /// `IMMUNE_CONSOLE__<SECTION>__<KEY>` for any other key.
+    /// Defaults, then the TOML file (when given), then the environment as the runtime's
+    /// loader ([`immune_runtime::config::load`]) reads it: the bus settings every process
+    /// shares ([`immune_runtime::config::BUS_ENV`]: `IMMUNE_NATS_URL`, `IMMUNE_NATS_USER`,
+    /// `IMMUNE_NATS_PASSWORD`, `IMMUNE_NATS_CREDENTIALS`, as plain strings, an empty one no
+    /// setting), and `IMMUNE_CONSOLE__<SECTION>__<KEY>` for any other key. The runtime's
+    /// loader itself names its prefix after an `immune_nats::Stage`, which has no console.
     pub fn load(path: Option<&Path>) -> Result<Config, ConsoleError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
-                return Err(ConsoleError::Config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError::Missing(path.to_path_buf()).into());
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment
-            .merge(
-                Env::raw()
-                    .only(&[
-                        "IMMUNE_NATS_URL",
-                        "IMMUNE_NATS_USER",
-                        "IMMUNE_NATS_PASSWORD",
-                        "IMMUNE_NATS_CREDENTIALS",
-                    ])
-                    .map(|key| {
-                        let key = key.as_str().to_ascii_lowercase();
-                        format!("nats.{}", key.trim_start_matches("immune_nats_")).into()
-                    }),
-            )
-            .merge(Env::prefixed("IMMUNE_CONSOLE__").split("__"));
+        for (var, key) in BUS_ENV {
+            if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment = figment.merge(Env::prefixed("IMMUNE_CONSOLE__").split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConsoleError::Config(e.to_string()))?;
@@ -156,12 +163,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses config text (tests of the shipped file).
+    /// Parses config text (tests of the shipped file), as [`immune_runtime::config::parse`]
+    /// does for every stage.
     pub fn parse(text: &str) -> Result<Config, ConsoleError> {
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(|e| ConsoleError::Config(e.to_string()))?;
+        let config: Config = immune_runtime::config::parse(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -207,10 +212,11 @@ pub struct Shared {
     pub shutdown: Shutdown,
 }
 
-/// Binds `config.listen` and runs until `shutdown`.
+/// Binds `config.listen` and runs until `shutdown`; `telemetry` is the shared self-metrics,
+/// served on `config.telemetry.listen` when set.
 pub async fn run(
     config: Config,
-    telemetry: ConsoleTelemetry,
+    telemetry: Telemetry,
     shutdown: Shutdown,
 ) -> Result<(), ConsoleError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -219,13 +225,35 @@ pub async fn run(
             listen: config.listen.to_string(),
             source,
         })?;
-    run_on(config, listener, telemetry, shutdown).await
+    serve(
+        config,
+        listener,
+        telemetry,
+        ConsoleTelemetry::new(),
+        shutdown,
+    )
+    .await
 }
 
-/// Runs on a listener the caller bound (tests bind port 0).
+/// Runs on a listener the caller bound (tests bind port 0), with the console's counters in
+/// `telemetry`.
 pub async fn run_on(
     config: Config,
     listener: tokio::net::TcpListener,
+    telemetry: ConsoleTelemetry,
+    shutdown: Shutdown,
+) -> Result<(), ConsoleError> {
+    serve(config, listener, Telemetry::new(STAGE), telemetry, shutdown).await
+}
+
+/// The stage the console's bus connection and shared self-metrics are labelled with.
+/// `immune_nats::Stage` has no console stage yet, so it is a client, like the CLI.
+pub const STAGE: Stage = Stage::Client;
+
+async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    stage_telemetry: Telemetry,
     telemetry: ConsoleTelemetry,
     shutdown: Shutdown,
 ) -> Result<(), ConsoleError> {
@@ -234,7 +262,7 @@ pub async fn run_on(
         .map(|a| a.to_string())
         .unwrap_or_default();
     // Waits for NATS as long as it takes (or until shutdown), like every stage.
-    let bus = Bus::connect(&config.nats, Telemetry::new(Stage::Client), &shutdown).await?;
+    let bus = Bus::start_stage(&config.nats, &config.telemetry, stage_telemetry, &shutdown).await?;
     let mut subscriptions = Vec::new();
     for filter in WATCHED {
         let subscriber =

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use immune_console::{Config, ConsoleTelemetry};
-use immune_runtime::{tracing_init, Shutdown};
+use immune_console::Config;
+use immune_runtime::{tracing_init, Shutdown, Telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    immune_console::run(config, ConsoleTelemetry::new(), Shutdown::from_signals()).await?;
+    immune_console::run(
+        config,
+        Telemetry::new(immune_console::STAGE),
+        Shutdown::from_signals(),
+    )
+    .await?;
     Ok(())
 }

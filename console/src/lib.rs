@@ -27,11 +27,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use futures::StreamExt;
 use immune_nats::{decode, subject, Stage};
-use immune_runtime::config::BUS_ENV;
 use immune_runtime::{Bus, BusConfig, BusError, ConfigError, Shutdown, Telemetry, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -136,29 +133,11 @@ impl ConsoleError {
 }
 
 impl Config {
-    /// Defaults, then the TOML file (when given), then the environment as the runtime's
-    /// loader ([`immune_runtime::config::load`]) reads it: the bus settings every process
-    /// shares ([`immune_runtime::config::BUS_ENV`]: `IMMUNE_NATS_URL`, `IMMUNE_NATS_USER`,
-    /// `IMMUNE_NATS_PASSWORD`, `IMMUNE_NATS_CREDENTIALS`, as plain strings, an empty one no
-    /// setting), and `IMMUNE_CONSOLE__<SECTION>__<KEY>` for any other key. The runtime's
-    /// loader itself names its prefix after an `immune_nats::Stage`, which has no console.
+    /// Defaults, then the TOML file (when given), then the environment, read by the runtime's
+    /// loader as every stage's is ([`immune_runtime::config::load_as`]): the bus settings
+    /// (`IMMUNE_NATS_URL`, `IMMUNE_NATS_USER`, ...) and `IMMUNE_CONSOLE__<SECTION>__<KEY>`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConsoleError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = path {
-            if !path.exists() {
-                return Err(ConfigError::Missing(path.to_path_buf()).into());
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        for (var, key) in BUS_ENV {
-            if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-                figment = figment.merge(Serialized::default(key, value));
-            }
-        }
-        figment = figment.merge(Env::prefixed("IMMUNE_CONSOLE__").split("__"));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConsoleError::Config(e.to_string()))?;
+        let config: Config = immune_runtime::config::load_as("console", path)?;
         config.validate()?;
         Ok(config)
     }

@@ -81,6 +81,15 @@ pub fn load<T>(stage: Stage, path: Option<&Path>) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
+    load_as(stage.as_str(), path)
+}
+
+/// Reads the config of the process `name` (a stage, or the console): defaults, then the TOML
+/// file, then the bus settings of [`BUS_ENV`], then `IMMUNE_<NAME>__<SECTION>__<KEY>`.
+pub fn load_as<T>(name: &str, path: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = path {
         if !path.exists() {
@@ -94,8 +103,8 @@ where
             figment = figment.merge(Serialized::default(key, value));
         }
     }
-    figment = figment
-        .merge(Env::prefixed(&format!("IMMUNE_{}__", stage.as_str().to_uppercase())).split("__"));
+    figment =
+        figment.merge(Env::prefixed(&format!("IMMUNE_{}__", name.to_uppercase())).split("__"));
     figment
         .extract()
         .map_err(|e| ConfigError::Invalid(e.to_string()))

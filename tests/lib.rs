@@ -25,10 +25,8 @@ use immune_nats::streams::{ConsumerSpec, StreamSpec};
 use immune_nats::{
     decode, AuditRecord, ChaosRequest, Envelope, Event, FaultKind, ServiceName, Stage,
 };
-use immune_runtime::shutdown::ShutdownTrigger;
 use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{within, DemoContainer, NatsServer, StageProcess};
-use tokio::task::JoinHandle;
+use immune_testkit::{within, DemoContainer, NatsServer, RunningStage, StageProcess};
 
 /// Configuration of the five stages for one test: one NATS server, one project.
 #[derive(Debug, Clone)]
@@ -104,90 +102,66 @@ pub fn bus_config(server: &NatsServer, user: &str) -> BusConfig {
     }
 }
 
-/// The five stages running as tasks of this test's runtime.
+/// The five stages running as tasks of this test's runtime, each a [`RunningStage`].
 #[derive(Debug)]
 pub struct Pipeline {
-    trigger: Option<ShutdownTrigger>,
-    tasks: Vec<(Stage, JoinHandle<Result<(), String>>)>,
+    stages: Vec<(Stage, RunningStage<Telemetry>)>,
     pub telemetry: HashMap<Stage, Telemetry>,
 }
 
+/// How long each stage may take to return once the pipeline is asked to stop.
+const STOP_LIMIT: Duration = Duration::from_secs(20);
+
 impl Pipeline {
     pub fn start(config: PipelineConfig) -> Pipeline {
-        let (trigger, shutdown) = Shutdown::new();
         let mut pipeline = Pipeline {
-            trigger: Some(trigger),
-            tasks: Vec::new(),
+            stages: Vec::new(),
             telemetry: HashMap::new(),
         };
         let c = config;
-        pipeline.launch(Stage::Collector, &shutdown, |t, s| {
+        pipeline.launch(Stage::Collector, |t, s| {
             immune_collector::run(c.collector, t, s)
         });
-        pipeline.launch(Stage::Detector, &shutdown, |t, s| {
+        pipeline.launch(Stage::Detector, |t, s| {
             immune_detector::run(c.detector, t, s)
         });
-        pipeline.launch(Stage::Decider, &shutdown, |t, s| {
-            immune_decider::run(c.decider, t, s)
-        });
-        pipeline.launch(Stage::Executor, &shutdown, |t, s| {
+        pipeline.launch(Stage::Decider, |t, s| immune_decider::run(c.decider, t, s));
+        pipeline.launch(Stage::Executor, |t, s| {
             immune_executor::run(c.executor, t, s)
         });
-        pipeline.launch(Stage::Chaos, &shutdown, |t, s| {
-            immune_chaos::run(c.chaos, t, s)
-        });
+        pipeline.launch(Stage::Chaos, |t, s| immune_chaos::run(c.chaos, t, s));
         pipeline
     }
 
-    fn launch<F, E>(
-        &mut self,
-        stage: Stage,
-        shutdown: &Shutdown,
-        run: impl FnOnce(Telemetry, Shutdown) -> F,
-    ) where
+    fn launch<F, E>(&mut self, stage: Stage, run: impl FnOnce(Telemetry, Shutdown) -> F)
+    where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
     {
-        let telemetry = Telemetry::new(stage);
-        self.telemetry.insert(stage, telemetry.clone());
-        let running = run(telemetry, shutdown.clone());
-        let task = tokio::spawn(async move { running.await.map_err(|e| e.to_string()) });
-        self.tasks.push((stage, task));
+        let running = RunningStage::start(stage.as_str(), Telemetry::new(stage), run)
+            .stop_within(STOP_LIMIT, "");
+        self.telemetry.insert(stage, running.telemetry.clone());
+        self.stages.push((stage, running));
     }
 
     pub fn telemetry(&self, stage: Stage) -> &Telemetry {
         &self.telemetry[&stage]
     }
 
-    /// Asks every stage to stop and checks that each returned cleanly and in time.
+    /// Asks every stage to stop at once and checks that each returned cleanly and in time.
     pub async fn stop(mut self) {
-        if let Some(trigger) = self.trigger.take() {
-            trigger.trigger();
+        for (_, running) in &self.stages {
+            running.trigger_shutdown();
         }
-        for (stage, task) in std::mem::take(&mut self.tasks) {
-            let result = tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .unwrap_or_else(|_| panic!("{stage} did not stop within 20 s of shutdown"));
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("{stage} ended with an error: {e}"),
-                Err(e) => panic!("{stage} panicked: {e}"),
-            }
+        for (_, running) in std::mem::take(&mut self.stages) {
+            running.stop().await;
         }
     }
 }
 
 /// A bus connection as a client (CLI, dashboard) has it; it also provisions the streams.
-pub async fn client_bus(nats_url: &str) -> Bus {
-    connect(&BusConfig::at(nats_url)).await
-}
-
-/// A client connection with `config` (e.g. [`bus_config`] of `operator`).
-pub async fn connect(config: &BusConfig) -> Bus {
-    Bus::connect_client(config)
-        .await
-        .expect("test client connects to nats-server")
-}
+/// `connect(config)` is the same with a [`bus_config`] of some user (e.g. `operator`).
+pub use immune_testkit::{client_bus, client_bus_as as connect};
 
 /// The environment that configures a stage binary the way [`PipelineConfig::new`] configures
 /// the in-process stage: NATS at `nats_url`, acting only on `project`, a short cooldown.

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use immune_collector::synthetic::{Behaviour, SyntheticTarget};
 use immune_collector::{exposition, StaticTarget};
 use immune_nats::envelope::now_ms;
 use immune_nats::streams::{self, ConsumerSpec};
@@ -38,6 +37,7 @@ use immune_nats::{
     decode, subject, AnomalyState, ChaosRequest, Event, FaultKind, IncidentState, ServiceName,
     Stage,
 };
+use immune_testkit::synthetic::{Behaviour, SyntheticTarget};
 use immune_testkit::{unique, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 

@@ -12,9 +12,10 @@ use immune_nats::{
     decode, subject, ChaosInjected, ChaosRejected, ChaosRequest, ChaosReverted, Event, FaultKind,
     ServiceName, Stage,
 };
-use immune_runtime::shutdown::ShutdownTrigger;
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
+use immune_runtime::{Bus, BusConfig, Telemetry};
+use immune_testkit::{
+    client_bus, unique, within, DemoContainer, DemoSpec, NatsServer, RunningStage,
+};
 
 /// What the chaos stage said about one run.
 #[derive(Debug)]
@@ -24,39 +25,16 @@ enum Said {
     Rejected(ChaosRejected),
 }
 
-/// A chaos stage running as a task of the test.
-struct Running {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), immune_chaos::ChaosError>>,
-}
-
-impl Running {
-    fn start(config: immune_chaos::Config) -> Running {
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(immune_chaos::run(
-            config,
-            Telemetry::new(Stage::Chaos),
-            shutdown,
-        ));
-        Running { trigger, task }
-    }
-
-    async fn stop(self) {
-        self.trigger.trigger();
-        within(
-            Duration::from_secs(30),
-            "the chaos stage to stop",
-            self.task,
-        )
-        .await
-        .expect("chaos task")
-        .expect("chaos ran without error");
-    }
-
-    /// Dies like a killed process: no revert, no goodbye.
-    fn crash(self) {
-        self.task.abort();
-    }
+/// A chaos stage running as a task of the test; `crash()` dies like a killed process (no
+/// revert, no goodbye).
+fn start_chaos(config: immune_chaos::Config) -> RunningStage<Telemetry> {
+    RunningStage::start("the chaos stage", Telemetry::new(Stage::Chaos), |t, s| {
+        immune_chaos::run(config, t, s)
+    })
+    .stop_within(
+        Duration::from_secs(30),
+        "faults still in force take a revert each",
+    )
 }
 
 struct World {
@@ -72,18 +50,7 @@ impl World {
     async fn new() -> World {
         let nats = NatsServer::start().await;
         let url = nats.url();
-        let (_trigger, shutdown) = Shutdown::new();
-        let bus = Bus::connect(
-            &BusConfig {
-                url: url.clone(),
-                ..Default::default()
-            },
-            Telemetry::new(Stage::Client),
-            &shutdown,
-        )
-        .await
-        .expect("client bus");
-        std::mem::forget(_trigger);
+        let bus = client_bus(&url).await;
         let said = bus
             .client()
             .subscribe(subject::CHAOS_ALL)
@@ -240,7 +207,7 @@ async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_faults_kill_stop_pause_restart() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
     for fault in [FaultKind::Kill, FaultKind::Stop] {
@@ -283,7 +250,7 @@ async fn docker_faults_kill_stop_pause_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn service_faults_crash_hang_latency_errors_leak_burn() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
     let run = world.ask("orders", FaultKind::Crash, 1500, &[]).await;
@@ -406,7 +373,7 @@ async fn cpu_seconds(demo: &DemoContainer) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn network_disconnect_keeps_aliases() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
     let network = unique("chaos-net");
     docker
@@ -463,7 +430,7 @@ async fn endpoint(demo: &DemoContainer, network: &str) -> Option<EndpointSetting
 #[tokio::test(flavor = "multi_thread")]
 async fn attack_burst_is_rejected_and_counted() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
     let run = world
@@ -510,7 +477,7 @@ async fn attack_burst_is_rejected_and_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_chaos_process_reverts_what_a_dead_one_left() {
     let mut world = World::new().await;
-    let first = Running::start(world.config());
+    let first = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
     let run = world
@@ -525,7 +492,7 @@ async fn a_new_chaos_process_reverts_what_a_dead_one_left() {
         "the dead process reverted nothing"
     );
 
-    let second = Running::start(world.config());
+    let second = start_chaos(world.config());
     let reverted = world.reverted(&run, Duration::from_secs(15)).await;
     assert_eq!(reverted.note, "fault cleared");
     assert!(
@@ -545,7 +512,7 @@ async fn a_new_chaos_process_reverts_what_a_dead_one_left() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_delivered_again_is_not_injected_again() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let run_id = unique("run");
     let envelope = immune_nats::Envelope::new(
@@ -602,7 +569,7 @@ async fn a_request_delivered_again_is_not_injected_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_switch_and_dry_run_change_nothing() {
     let mut world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
 
     // A fault in force is reverted as soon as the switch is engaged, long before its time.
@@ -632,7 +599,7 @@ async fn kill_switch_and_dry_run_change_nothing() {
     world.reverted(&run, Duration::from_secs(10)).await;
     chaos.stop().await;
 
-    let dry = Running::start(immune_chaos::Config {
+    let dry = start_chaos(immune_chaos::Config {
         dry_run: true,
         ..world.config()
     });
@@ -702,7 +669,7 @@ async fn an_experiment_holds_or_aborts_on_its_limits_and_rolls_back() {
     use std::sync::Arc;
 
     let world = World::new().await;
-    let chaos = Running::start(world.config());
+    let chaos = start_chaos(world.config());
     let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
     let fault_url = format!(
         "http://{}:8080/fault",

@@ -12,9 +12,10 @@ use immune_nats::{
     decode, samples, subject, ActionKind, Anomaly, AnomalyState, AuditRecord, Event, IncidentState,
     ServiceName, Signature, Stage,
 };
-use immune_runtime::shutdown::ShutdownTrigger;
-use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
-use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
+use immune_runtime::{BusConfig, Telemetry};
+use immune_testkit::{
+    client_bus, unique, within, DemoContainer, DemoSpec, NatsServer, RunningStage,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -58,12 +59,6 @@ fn expect_code(output: &Output, code: i32, what: &str) {
         text(&output.stdout),
         text(&output.stderr)
     );
-}
-
-async fn client_bus(url: &str) -> Bus {
-    Bus::connect_client(&BusConfig::at(url))
-        .await
-        .expect("test client connects to nats-server")
 }
 
 fn name(s: &str) -> ServiceName {
@@ -503,12 +498,10 @@ async fn approve_answers_the_held_action_and_the_decider_acts_on_it() {
     config.nats.url = url.clone();
     config.policy.playbook_file = Some(playbook);
     config.validate().expect("valid test config");
-    let (trigger, shutdown) = Shutdown::new();
-    let decider = tokio::spawn(immune_decider::run(
-        config,
-        Telemetry::new(Stage::Decider),
-        shutdown,
-    ));
+    let decider = RunningStage::start("the decider", Telemetry::new(Stage::Decider), |t, s| {
+        immune_decider::run(config, t, s)
+    })
+    .stop_within(WAIT, "");
 
     // an unknown action is refused before anything is published
     let output = immune(Some(&url), &["approve", "no-such-action"]).await;
@@ -568,11 +561,7 @@ async fn approve_answers_the_held_action_and_the_decider_acts_on_it() {
     assert_eq!(action.action, ActionKind::Rollback);
     assert_eq!(action.action_id, action_id);
 
-    trigger.trigger();
-    within(WAIT, "the decider to stop", decider)
-        .await
-        .expect("decider task")
-        .expect("decider ran without error");
+    decider.stop().await;
 
     // nobody to acknowledge: published all the same, then exit 3 after the wait
     let mut approvals = bus
@@ -650,34 +639,16 @@ async fn chaos_run_checks_the_file_then_the_steady_state() {
 }
 
 /// A chaos stage running in this test, stopped (and its faults reverted) on `stop`.
-struct ChaosStage {
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), immune_chaos::ChaosError>>,
-}
-
-impl ChaosStage {
-    fn start(url: &str, project: &str) -> ChaosStage {
-        let config = immune_chaos::Config {
-            nats: BusConfig::at(url),
-            project: Some(project.to_string()),
-            ..Default::default()
-        };
-        let (trigger, shutdown) = Shutdown::new();
-        let task = tokio::spawn(immune_chaos::run(
-            config,
-            Telemetry::new(Stage::Chaos),
-            shutdown,
-        ));
-        ChaosStage { trigger, task }
-    }
-
-    async fn stop(self) {
-        self.trigger.trigger();
-        within(WAIT, "the chaos stage to stop", self.task)
-            .await
-            .expect("chaos task")
-            .expect("chaos ran without error");
-    }
+fn start_chaos(url: &str, project: &str) -> RunningStage<Telemetry> {
+    let config = immune_chaos::Config {
+        nats: BusConfig::at(url),
+        project: Some(project.to_string()),
+        ..Default::default()
+    };
+    RunningStage::start("the chaos stage", Telemetry::new(Stage::Chaos), |t, s| {
+        immune_chaos::run(config, t, s)
+    })
+    .stop_within(WAIT, "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,7 +658,7 @@ async fn chaos_inject_reports_the_injection_and_refusals() {
     let project = unique("cli");
     let service = unique("clisvc");
     let demo = DemoContainer::start(DemoSpec::new(&service, &project)).await;
-    let chaos = ChaosStage::start(&url, &project);
+    let chaos = start_chaos(&url, &project);
     let bus = client_bus(&url).await;
     let mut reverted = bus
         .client()

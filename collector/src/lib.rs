@@ -22,7 +22,6 @@ pub mod inventory;
 pub mod rollup;
 mod rollup_publisher;
 pub mod stats;
-pub mod synthetic;
 mod target;
 mod watching;
 

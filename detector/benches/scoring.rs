@@ -16,16 +16,7 @@ use std::time::{Duration, Instant};
 use immune_detector::baseline::{LearnedConfig, Model, Scratch};
 use immune_nats::{decode, encode, feature, samples, Envelope, Event, SnapshotView, Stage};
 
-/// xorshift: deterministic noise without a dependency.
-struct Noise(u64);
-impl Noise {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    }
-}
+use immune_testkit::Noise;
 
 const FEATURES: [&str; 12] = [
     feature::REQUEST_RATE,
@@ -43,17 +34,17 @@ const FEATURES: [&str; 12] = [
 ];
 
 fn vector(noise: &mut Noise) -> Vec<f64> {
-    let load = 50.0 + 10.0 * noise.next();
+    let load = 50.0 + 10.0 * noise.centred();
     vec![
         load,
-        (0.002 * noise.next()).abs(),
-        5.0 + 0.05 * load + noise.next(),
-        12.0 + 0.1 * load + noise.next(),
-        20.0 + 0.2 * load + 2.0 * noise.next(),
-        load / 20.0 + noise.next(),
-        0.1 + 0.004 * load + 0.01 * noise.next(),
-        64e6 + 1e5 * noise.next(),
-        1.0 + 0.2 * noise.next(),
+        (0.002 * noise.centred()).abs(),
+        5.0 + 0.05 * load + noise.centred(),
+        12.0 + 0.1 * load + noise.centred(),
+        20.0 + 0.2 * load + 2.0 * noise.centred(),
+        load / 20.0 + noise.centred(),
+        0.1 + 0.004 * load + 0.01 * noise.centred(),
+        64e6 + 1e5 * noise.centred(),
+        1.0 + 0.2 * noise.centred(),
         0.0,
         1.0,
         1.0,
@@ -62,7 +53,7 @@ fn vector(noise: &mut Noise) -> Vec<f64> {
 
 fn main() {
     let config = LearnedConfig::default();
-    let mut noise = Noise(42);
+    let mut noise = Noise::seeded(42);
     let names: Vec<String> = FEATURES[..10].iter().map(|s| s.to_string()).collect();
 
     // Refit: 3600 vectors, the default config (variance kept 0.95, at most 8 components).

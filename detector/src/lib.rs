@@ -160,7 +160,8 @@ async fn handle(bus: &Bus, detectors: &mut Detectors, delivery: &Delivery) -> Di
         // service roll-up is for dashboards and the scorecard.
         Event::MetricSnapshot(s) if s.scope == SnapshotScope::Service => {}
         Event::MetricSnapshot(s) if !detectors.rules.fresh(s) => {
-            bus.telemetry().refused("stale_snapshot", "older than one already judged");
+            bus.telemetry()
+                .refused("stale_snapshot", "older than one already judged");
         }
         Event::MetricSnapshot(s) => {
             detectors

@@ -6,15 +6,7 @@ use immune_nats::feature;
 use super::{LearnedConfig, Model};
 
 /// A deterministic pseudo-random stream (xorshift), so tests need no dependency.
-pub(super) struct Noise(pub(super) u64);
-impl Noise {
-    pub(super) fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    }
-}
+pub(super) use immune_testkit::Noise;
 
 pub(super) fn names() -> Vec<String> {
     [
@@ -30,17 +22,17 @@ pub(super) fn names() -> Vec<String> {
 
 /// Normal traffic: latency follows load, errors near zero.
 pub(super) fn normal(noise: &mut Noise) -> Vec<f64> {
-    let load = 50.0 + 10.0 * noise.next();
+    let load = 50.0 + 10.0 * noise.centred();
     vec![
         load,
-        (0.002 * noise.next()).abs(),
-        5.0 + 0.05 * load + noise.next(),
-        20.0 + 0.2 * load + 2.0 * noise.next(),
+        (0.002 * noise.centred()).abs(),
+        5.0 + 0.05 * load + noise.centred(),
+        20.0 + 0.2 * load + 2.0 * noise.centred(),
     ]
 }
 
 pub(super) fn fitted(config: &LearnedConfig) -> (Model, Noise) {
-    let mut noise = Noise(7);
+    let mut noise = Noise::seeded(7);
     let rows: Vec<Vec<f64>> = (0..600).map(|_| normal(&mut noise)).collect();
     let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
     (Model::fit(names(), &refs, config).expect("fits"), noise)

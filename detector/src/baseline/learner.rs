@@ -150,7 +150,7 @@ mod tests {
             refit_every: 400,
             ..Default::default()
         };
-        let mut noise = Noise(11);
+        let mut noise = Noise::seeded(11);
         let mut learner = Learner::new(names(), config.clone());
         let mut series = Smoother::default();
         for _ in 0..200 {
@@ -196,7 +196,7 @@ mod tests {
 
         // Had the incident been learned from, it would look normal now.
         let mut naive = Learner::new(names(), config);
-        let mut noise = Noise(11);
+        let mut noise = Noise::seeded(11);
         for i in 0..600 {
             let mut x = normal(&mut noise);
             if (200..500).contains(&i) {
@@ -219,7 +219,7 @@ mod tests {
             max_episode: 0,
             ..Default::default()
         };
-        let mut noise = Noise(3);
+        let mut noise = Noise::seeded(3);
         let mut learner = Learner::new(names(), config.clone());
         let mut track = Track::new(&config);
         let mut thresholds = Vec::new();
@@ -227,7 +227,7 @@ mod tests {
         for _ in 0..30_000 {
             // Latency with a long (exponential) tail, as real latency has.
             let mut x = normal(&mut noise);
-            x[3] -= 3.0 * (0.5 - noise.next()).ln();
+            x[3] -= 3.0 * (0.5 - noise.centred()).ln();
             let step = track.step(&mut learner, &x);
             if matches!(step.learned, Learned::Fitted { .. }) {
                 thresholds.push(learner.model().expect("fitted").threshold);

@@ -247,7 +247,7 @@ mod tests {
         // component along memory had next to no variance and the threshold was a fraction of
         // one, so a restart's extra 0.7 MB, a sixth of memory's floor, scored ten times the
         // threshold (seen live: the decider restarted a healthy service for it).
-        let mut noise = Noise(13);
+        let mut noise = Noise::seeded(13);
         let columns = vec![
             feature::REQUEST_RATE.to_string(),
             feature::LATENCY_P50_MS.to_string(),
@@ -258,9 +258,9 @@ mod tests {
             .map(|_| {
                 vec![
                     20.0,
-                    2.5 + 0.01 * noise.next(),
-                    0.008 + 0.0005 * noise.next(),
-                    1_048_576.0 + 8192.0 * noise.next().round(),
+                    2.5 + 0.01 * noise.centred(),
+                    0.008 + 0.0005 * noise.centred(),
+                    1_048_576.0 + 8192.0 * noise.centred().round(),
                 ]
             })
             .collect();
@@ -290,13 +290,13 @@ mod tests {
     /// operator does not care, a leak of hundreds of MiB they do.
     #[test]
     fn a_flat_memory_baseline_ignores_a_megabyte_and_catches_a_leak() {
-        let mut noise = Noise(11);
+        let mut noise = Noise::seeded(11);
         let columns = vec![
             feature::REQUEST_RATE.to_string(),
             feature::MEMORY_BYTES.to_string(),
         ];
         let rows: Vec<Vec<f64>> = (0..600)
-            .map(|_| vec![20.0 + 2.0 * noise.next(), 905_216.0])
+            .map(|_| vec![20.0 + 2.0 * noise.centred(), 905_216.0])
             .collect();
         let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
         let model = Model::fit(columns, &refs, &LearnedConfig::default()).expect("fits");

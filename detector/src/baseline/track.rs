@@ -119,7 +119,7 @@ mod tests {
             max_episode: 50,
             ..Default::default()
         };
-        let mut noise = Noise(5);
+        let mut noise = Noise::seeded(5);
         let mut learner = Learner::new(names(), config.clone());
         let mut track = Track::new(&config);
         for _ in 0..200 {

@@ -106,23 +106,10 @@ impl Playbook {
 mod tests {
     use super::*;
 
-    const EVERY_SIGNATURE: [Signature; 10] = [
-        Signature::Crashed,
-        Signature::OomKilled,
-        Signature::Unresponsive,
-        Signature::TargetDown,
-        Signature::LatencyUp,
-        Signature::ErrorsUp,
-        Signature::TrafficDrop,
-        Signature::ResourceExhaustion,
-        Signature::AttackBurst,
-        Signature::Unknown,
-    ];
-
     #[test]
     fn the_shipped_playbook_covers_every_signature_least_disruptive_first() {
         let playbook = Playbook::parse(SHIPPED).expect("shipped playbook parses");
-        for signature in EVERY_SIGNATURE {
+        for signature in Signature::ALL {
             let steps = playbook.steps(signature);
             assert!(!steps.is_empty(), "no steps for {signature}");
             assert!(

@@ -244,6 +244,9 @@ pub enum Signature {
     ResourceExhaustion,
     /// A burst of rejected malicious requests.
     AttackBurst,
+    /// More requests than the service's capacity: the request rate well above normal, with
+    /// latency or errors up (a repair adds capacity; a restart does not help).
+    Overload,
     /// Abnormal, but no signature fits.
     Unknown,
 }
@@ -260,9 +263,25 @@ impl Signature {
             Signature::TrafficDrop => "traffic_drop",
             Signature::ResourceExhaustion => "resource_exhaustion",
             Signature::AttackBurst => "attack_burst",
+            Signature::Overload => "overload",
             Signature::Unknown => "unknown",
         }
     }
+
+    /// Every signature, in declaration order.
+    pub const ALL: [Signature; 11] = [
+        Signature::Crashed,
+        Signature::OomKilled,
+        Signature::Unresponsive,
+        Signature::TargetDown,
+        Signature::LatencyUp,
+        Signature::ErrorsUp,
+        Signature::TrafficDrop,
+        Signature::ResourceExhaustion,
+        Signature::AttackBurst,
+        Signature::Overload,
+        Signature::Unknown,
+    ];
 }
 
 impl fmt::Display for Signature {

@@ -69,8 +69,10 @@ impl Model {
 }
 
 /// Names the kind of trouble from the explanation. A metric counts when it carries at least
-/// 10% of the score and moved at least 3 robust scales; errors outrank latency (errors
-/// usually bring latency with them), latency outranks resources, traffic comes last.
+/// 10% of the score and moved at least 3 robust scales; a request rate 3 robust scales above
+/// normal with latency or errors up is an overload (the load causes the rest); otherwise
+/// errors outrank latency (errors usually bring latency with them), latency outranks
+/// resources, traffic comes last.
 pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
     let moved = |name: &str, direction: Direction| {
         contributions.iter().any(|c| {
@@ -86,7 +88,18 @@ pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
         feature::LATENCY_P99_MS,
         feature::PROBE_LATENCY_MS,
     ];
-    if moved(feature::ERROR_RATIO, Direction::Up) {
+    // More requests than usual, well beyond the noise, whatever their share of the score
+    // (latency or errors, which they cause, usually carry most of it).
+    let busier = contributions.iter().any(|c| {
+        c.metric == feature::REQUEST_RATE
+            && c.direction == Direction::Up
+            && model.deviation(c) >= 3.0
+    });
+    let suffering = moved(feature::ERROR_RATIO, Direction::Up)
+        || latency.iter().any(|m| moved(m, Direction::Up));
+    if busier && suffering {
+        Signature::Overload
+    } else if moved(feature::ERROR_RATIO, Direction::Up) {
         Signature::ErrorsUp
     } else if moved(feature::REJECTED_RATE, Direction::Up) {
         Signature::AttackBurst
@@ -145,5 +158,27 @@ mod tests {
         );
         let calm = normal(&mut noise);
         assert_eq!(classify(&model, &model.explain(&calm)), Signature::Unknown);
+    }
+
+    #[test]
+    fn more_load_than_capacity_is_an_overload_not_a_latency_fault() {
+        let config = LearnedConfig::default();
+        let (model, mut noise) = fitted(&config);
+        let mut slow = normal(&mut noise);
+        slow[3] *= 10.0; // the same load, ten times slower: the service itself
+        assert_eq!(
+            classify(&model, &model.explain(&slow)),
+            Signature::LatencyUp
+        );
+        let mut swamped = normal(&mut noise);
+        swamped[0] *= 3.0; // three times the load, and latency through the roof
+        swamped[3] *= 10.0;
+        assert_eq!(
+            classify(&model, &model.explain(&swamped)),
+            Signature::Overload
+        );
+        let mut busy = normal(&mut noise);
+        busy[0] *= 3.0; // more load, served as fast as ever: no trouble of its own
+        assert_ne!(classify(&model, &model.explain(&busy)), Signature::Overload);
     }
 }

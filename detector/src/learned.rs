@@ -6,6 +6,11 @@
 //! carried: rates, ratios, latency quantiles and CPU need two scrapes, so the very first
 //! snapshot of a container holds only what one reading gives (memory, in-flight, probe).
 //!
+//! What is learned from: a window under a chaos injection, or of an instance the rules judge
+//! faulty, is judged but never enters a baseline or a refit. A replica of a service that
+//! serves traffic is neither judged nor learned from until it has served a request itself:
+//! a replica just made by `scale_out` is idle, not a `traffic_drop`.
+//!
 //! Pure, like the rules: fed snapshots, returns anomalies to publish and models to store.
 
 use std::collections::{BTreeSet, HashMap};
@@ -37,6 +42,18 @@ pub struct Outcome {
 struct Instance {
     track: Track,
     episode: Option<(Anomaly, String)>,
+    /// It has served a request (or carries no request rate).
+    served: bool,
+}
+
+/// What else is known about a snapshot when the learned detector judges it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The chaos run in force on the service, if any: its id labels the anomaly, and the
+    /// window is not learned from.
+    pub chaos_run: Option<&'a str>,
+    /// The rules have an episode open on this instance: not learned from.
+    pub faulty: bool,
 }
 
 #[derive(Debug)]
@@ -46,6 +63,8 @@ pub struct LearnedDetector {
     /// Services still gathering their columns: the names seen, and in how many snapshots.
     discovering: HashMap<ServiceName, (BTreeSet<String>, u32)>,
     instances: HashMap<(ServiceName, String), Instance>,
+    /// Services one of whose instances has served a request.
+    serving: std::collections::HashSet<ServiceName>,
     window: Vec<f64>,
 }
 
@@ -56,6 +75,7 @@ impl LearnedDetector {
             learners: HashMap::new(),
             discovering: HashMap::new(),
             instances: HashMap::new(),
+            serving: std::collections::HashSet::new(),
             window: Vec::new(),
         }
     }
@@ -102,6 +122,7 @@ impl LearnedDetector {
             Instance {
                 track,
                 episode: Some((open.anomaly, open.correlation_id)),
+                served: true,
             },
         );
         true
@@ -132,7 +153,8 @@ impl LearnedDetector {
 
     /// Judges one snapshot. Only running, healthy, scraped instances are learned from and
     /// scored: a container that is down or hung is the rules' business.
-    pub fn on_snapshot(&mut self, snapshot: &MetricSnapshot, chaos_run: Option<&str>) -> Outcome {
+    pub fn on_snapshot(&mut self, snapshot: &MetricSnapshot, context: Context<'_>) -> Outcome {
+        let chaos_run = context.chaos_run;
         let mut outcome = Outcome::default();
         let healthy = snapshot.health.as_ref().is_none_or(|h| h.ok);
         let scraped = snapshot.scrape.as_ref().is_none_or(|s| s.ok);
@@ -187,8 +209,17 @@ impl LearnedDetector {
             .or_insert_with(|| Instance {
                 track: Track::new(config),
                 episode: None,
+                served: false,
             });
-        let step = instance.track.step(learner, &self.window);
+        let rate = snapshot.features.get(immune_nats::feature::REQUEST_RATE);
+        instance.served |= rate.is_none_or(|r| *r > 0.0);
+        if instance.served {
+            self.serving.insert(snapshot.service.clone());
+        } else if self.serving.contains(&snapshot.service) {
+            return outcome; // a replica no request has reached yet
+        }
+        let learn = chaos_run.is_none() && !context.faulty;
+        let step = instance.track.step_learning(learner, &self.window, learn);
         match step.learned {
             Learned::Fitted { .. } => outcome.fitted = learner.model().cloned(),
             Learned::Failed(e) => outcome.fit_error = Some(e.to_string()),
@@ -323,7 +354,7 @@ mod tests {
         let mut detector = LearnedDetector::new(config);
         let mut fitted = None;
         for at in 0..60 + SKIPPED {
-            let out = detector.on_snapshot(&snapshot(at, 20.0, 50.0), None);
+            let out = detector.on_snapshot(&snapshot(at, 20.0, 50.0), Context::default());
             assert!(out.finding.is_none());
             fitted = fitted.or(out.fitted);
         }
@@ -332,7 +363,13 @@ mod tests {
         let mut fired = None;
         for at in 60 + SKIPPED..70 + SKIPPED {
             if let Some(f) = detector
-                .on_snapshot(&snapshot(at, 400.0, 50.0), Some("run-1"))
+                .on_snapshot(
+                    &snapshot(at, 400.0, 50.0),
+                    Context {
+                        chaos_run: Some("run-1"),
+                        ..Default::default()
+                    },
+                )
                 .finding
             {
                 fired = Some((at, f));
@@ -352,7 +389,7 @@ mod tests {
         let mut cleared = None;
         for at in 70 + SKIPPED..80 + SKIPPED {
             if let Some(f) = detector
-                .on_snapshot(&snapshot(at, 20.0, 50.0), None)
+                .on_snapshot(&snapshot(at, 20.0, 50.0), Context::default())
                 .finding
             {
                 cleared = Some(f);
@@ -375,7 +412,7 @@ mod tests {
         let fired = (60 + SKIPPED..70 + SKIPPED)
             .find_map(|at| {
                 detector
-                    .on_snapshot(&snapshot(at, 400.0, 50.0), None)
+                    .on_snapshot(&snapshot(at, 400.0, 50.0), Context::default())
                     .finding
             })
             .expect("fires");
@@ -405,7 +442,9 @@ mod tests {
         let mut detector = LearnedDetector::new(config.clone());
         let mut model = None;
         for at in 0..config.baseline as u64 + SKIPPED {
-            model = model.or(detector.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+            model = model.or(detector
+                .on_snapshot(&snapshot(at, 20.0, 50.0), Context::default())
+                .fitted);
         }
         (detector, model.expect("a model after the baseline"))
     }
@@ -421,7 +460,11 @@ mod tests {
         let mut second = LearnedDetector::new(config);
         second.resume(service, model);
         let fired = (0..3)
-            .filter_map(|at| second.on_snapshot(&snapshot(at, 20.0, 2.0), None).finding)
+            .filter_map(|at| {
+                second
+                    .on_snapshot(&snapshot(at, 20.0, 2.0), Context::default())
+                    .finding
+            })
             .next()
             .expect("fires within k windows, no warm-up");
         assert_eq!(fired.anomaly.signature, Signature::TrafficDrop);
@@ -435,7 +478,11 @@ mod tests {
         };
         let (mut first, model) = trained(&config);
         let fired = (60 + SKIPPED..70 + SKIPPED)
-            .find_map(|at| first.on_snapshot(&snapshot(at, 400.0, 50.0), None).finding)
+            .find_map(|at| {
+                first
+                    .on_snapshot(&snapshot(at, 400.0, 50.0), Context::default())
+                    .finding
+            })
             .expect("fires");
         let service = fired.anomaly.service.clone();
         let open = first.open_episodes(&service);
@@ -451,7 +498,10 @@ mod tests {
         let mut quiet = 0u32;
         for at in 0..20 {
             quiet += 1;
-            if let Some(f) = second.on_snapshot(&snapshot(at, 20.0, 50.0), None).finding {
+            if let Some(f) = second
+                .on_snapshot(&snapshot(at, 20.0, 50.0), Context::default())
+                .finding
+            {
                 cleared = Some(f);
                 break;
             }
@@ -478,9 +528,11 @@ mod tests {
         let mut first = snapshot(0, 20.0, 50.0);
         first.features.retain(|k, _| k == feature::HEALTH_OK);
         first.features.insert(feature::IN_FLIGHT.into(), 1.0);
-        let mut fitted = detector.on_snapshot(&first, None).fitted;
+        let mut fitted = detector.on_snapshot(&first, Context::default()).fitted;
         for at in 1..60 + SKIPPED {
-            fitted = fitted.or(detector.on_snapshot(&snapshot(at, 20.0, 50.0), None).fitted);
+            fitted = fitted.or(detector
+                .on_snapshot(&snapshot(at, 20.0, 50.0), Context::default())
+                .fitted);
         }
         let model = fitted.expect("a model after the baseline");
         assert!(
@@ -494,9 +546,153 @@ mod tests {
             s
         };
         let fired = (60 + SKIPPED..70 + SKIPPED)
-            .find_map(|at| detector.on_snapshot(&storm(at), None).finding)
+            .find_map(|at| detector.on_snapshot(&storm(at), Context::default()).finding)
             .expect("an error storm fires");
         assert_eq!(fired.anomaly.signature, Signature::ErrorsUp);
         assert_eq!(fired.anomaly.contributions[0].metric, feature::ERROR_RATIO);
+    }
+
+    fn on(instance: &str, mut s: MetricSnapshot) -> MetricSnapshot {
+        s.instance = instance.to_string();
+        s.container_id = format!("id-{instance}");
+        s
+    }
+
+    /// With `warmup`, a fresh service is judged within a minute of its first snapshot, and a
+    /// fault then fires as it does with the full baseline.
+    #[test]
+    fn a_warm_up_model_detects_within_a_minute_and_stays_quiet_on_normal_traffic() {
+        let config = LearnedConfig {
+            warmup: 30,
+            ..Default::default()
+        };
+        let mut detector = LearnedDetector::new(config);
+        let mut first_model_at = None;
+        for at in 0..600 {
+            let out = detector.on_snapshot(&snapshot(at, 20.0, 50.0), Context::default());
+            assert!(
+                out.finding.is_none(),
+                "a false alarm at {at}: {:?}",
+                out.finding
+            );
+            if out.fitted.is_some() && first_model_at.is_none() {
+                first_model_at = Some(at);
+            }
+        }
+        let ready = first_model_at.expect("a warm-up model");
+        assert!(ready < 60, "ready {ready} snapshots after the first");
+        let model = detector
+            .model(&samples::metric_snapshot().service)
+            .expect("model");
+        assert!(
+            model.fitted_on >= 300,
+            "refined up to the baseline: {}",
+            model.fitted_on
+        );
+
+        // a fresh detector, faulted right after its warm-up
+        let mut detector = LearnedDetector::new(LearnedConfig {
+            warmup: 30,
+            ..Default::default()
+        });
+        for at in 0..40 {
+            detector.on_snapshot(&snapshot(at, 20.0, 50.0), Context::default());
+        }
+        let fired = (40..50)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&snapshot(at, 400.0, 50.0), Context::default())
+                    .finding
+            })
+            .expect("a latency fault fires on the warm-up model");
+        assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
+    }
+
+    #[test]
+    fn windows_under_chaos_or_a_hard_fault_are_never_learned() {
+        let config = LearnedConfig {
+            warmup: 30,
+            ..Default::default()
+        };
+        let chaos = Context {
+            chaos_run: Some("run-1"),
+            ..Default::default()
+        };
+        let faulty = Context {
+            faulty: true,
+            ..Default::default()
+        };
+        let mut detector = LearnedDetector::new(config);
+        // the whole warm-up under a latency injection, then a hard fault: nothing learned
+        for at in 0..200 {
+            let context = if at < 100 { chaos } else { faulty };
+            let out = detector.on_snapshot(&snapshot(at, 400.0, 50.0), context);
+            assert!(out.fitted.is_none(), "learned from a faulty window at {at}");
+        }
+        // normal again: the warm-up starts from here, and the fault is not normal
+        let fitted = (200..240)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&snapshot(at, 20.0, 50.0), Context::default())
+                    .fitted
+            })
+            .expect("a model from the normal windows");
+        assert!(
+            fitted.median[fitted
+                .columns
+                .iter()
+                .position(|c| c == feature::LATENCY_P99_MS)
+                .expect("p99")]
+                < 30.0
+        );
+        let fired = (240..260).find_map(|at| {
+            detector
+                .on_snapshot(&snapshot(at, 400.0, 50.0), chaos)
+                .finding
+        });
+        assert!(
+            fired.is_some(),
+            "the injected fault is detected, not learned"
+        );
+    }
+
+    /// A model belongs to the service: a new replica is judged by it from its first
+    /// snapshot, once a request has reached it; until then it is idle, not a traffic drop.
+    #[test]
+    fn a_new_replica_uses_the_service_model_and_is_not_judged_before_its_first_request() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let mut detector = LearnedDetector::new(config);
+        for at in 0..60 + SKIPPED {
+            detector.on_snapshot(&on("a", snapshot(at, 20.0, 50.0)), Context::default());
+        }
+        assert!(detector
+            .model(&samples::metric_snapshot().service)
+            .is_some());
+        let idle = |at| {
+            let mut s = on("b", snapshot(at, 20.0, 0.0));
+            s.features.insert(feature::REQUEST_RATE.into(), 0.0);
+            s
+        };
+        for at in 100..200 {
+            let out = detector.on_snapshot(&idle(at), Context::default());
+            assert!(
+                out.finding.is_none(),
+                "an idle replica fired: {:?}",
+                out.finding
+            );
+        }
+        // its first requests: judged at once, with the service's model (a slow replica fires)
+        let fired = (200..210)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&on("b", snapshot(at, 400.0, 50.0)), Context::default())
+                    .finding
+            })
+            .expect("the replica is judged by the service's model");
+        assert_eq!(fired.anomaly.instance, "b");
+        assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
     }
 }

@@ -290,7 +290,11 @@ async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Opti
         }
     }
     let chaos_run = detectors.rules.chaos_run(&s.service).map(str::to_string);
-    let outcome = detectors.learned.on_snapshot(s, chaos_run.as_deref());
+    let context = learned::Context {
+        chaos_run: chaos_run.as_deref(),
+        faulty: detectors.rules.firing_on(&s.service, &s.instance),
+    };
+    let outcome = detectors.learned.on_snapshot(s, context);
     if let Some(error) = &outcome.fit_error {
         bus.telemetry().observe(Observation::Failed {
             what: "model_fit",

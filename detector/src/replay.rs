@@ -102,7 +102,7 @@ pub async fn run(bus: &Bus, config: &Config, range: &Range) -> Result<ReplayRepo
                 if let Event::MetricSnapshot(s) = envelope.body {
                     report.snapshots += 1;
                     report.findings.extend(rules.on_snapshot(&s));
-                    let outcome = learned.on_snapshot(&s, None);
+                    let outcome = learned.on_snapshot(&s, crate::learned::Context::default());
                     if outcome.fitted.is_some() {
                         *report.fits.entry(s.service.to_string()).or_default() += 1;
                     }

@@ -130,6 +130,13 @@ impl RuleEngine {
     }
 
     /// The episodes of `service` that fired and have not cleared, in a stable order.
+    /// Whether a rule (a hard fault, an attack burst) has an episode open on `instance`.
+    pub fn firing_on(&self, service: &ServiceName, instance: &str) -> bool {
+        self.instances
+            .get(&(service.clone(), instance.to_string()))
+            .is_some_and(|i| i.episode.anomaly.is_some() || i.attack.anomaly.is_some())
+    }
+
     pub fn open_episodes(&self, service: &ServiceName) -> Vec<Finding> {
         let mut open: Vec<Finding> = self
             .instances

@@ -10,8 +10,15 @@ use serde::{Deserialize, Serialize};
 pub struct LearnedConfig {
     /// Learn and score at all.
     pub enabled: bool,
-    /// Vectors of normal behaviour needed before the first fit (the warm-up).
+    /// Vectors of normal behaviour the model is fitted on once warmed up.
     pub baseline: usize,
+    /// Vectors of normal behaviour before a first, conservative model (0: none, the first
+    /// fit waits for `baseline`). The model is refitted each time the normal vectors double
+    /// until `baseline`, and until then its threshold carries a margin of
+    /// `sqrt(baseline / vectors)` (a quantile of few scores is a rough one: a threshold 3x
+    /// wider on 30 vectors of 300, 1.4x on 150), so detection starts within seconds of a
+    /// service's first snapshot and false alarms stay as rare as with the full baseline.
+    pub warmup: usize,
     /// The most recent vectors kept for refits.
     pub history: usize,
     /// Share of the baseline variance the retained components explain (0..1).
@@ -57,6 +64,7 @@ impl Default for LearnedConfig {
         Self {
             enabled: true,
             baseline: 300,
+            warmup: 30,
             history: 3600,
             variance_kept: 0.95,
             max_components: 8,
@@ -85,6 +93,9 @@ impl LearnedConfig {
         let bad = |key: &str, why: &str| Err(format!("{section}.{key}: {why}"));
         if self.baseline < 10 {
             return bad("baseline", "must be at least 10 vectors");
+        }
+        if self.warmup != 0 && (self.warmup < 10 || self.warmup > self.baseline) {
+            return bad("warmup", "must be 0 (off) or 10..=baseline vectors");
         }
         if self.history < self.baseline {
             return bad("history", "must be at least `baseline`");

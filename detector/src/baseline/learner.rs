@@ -1,6 +1,8 @@
-//! [`Learner`]: one service's model and the recent vectors it is refitted from. It fits once
-//! the baseline is long enough and refits every `refit_every` vectors on those judged normal,
-//! so an incident does not become the new normal.
+//! [`Learner`]: one service's model and the recent vectors it is refitted from. With a
+//! `warmup`, a first conservative model is fitted on that many normal vectors and refitted
+//! each time they double, its threshold widened by `sqrt(baseline / vectors)`; once the
+//! baseline is long enough it refits every `refit_every` vectors on those judged normal, so
+//! an incident does not become the new normal.
 
 use std::collections::VecDeque;
 
@@ -38,17 +40,22 @@ pub struct Learner {
     /// Recent vectors, each with whether it was judged normal.
     history: VecDeque<(Vec<f64>, bool)>,
     since_fit: usize,
+    /// Refining a warm-up model: refitted as its normal vectors double, its threshold
+    /// widened, until one is fitted on the whole baseline.
+    warming: bool,
     scratch: Scratch,
 }
 
 impl Learner {
     pub fn new(columns: Vec<String>, config: LearnedConfig) -> Self {
+        let warming = config.warmup > 0;
         Self {
             config,
             columns,
             model: None,
             history: VecDeque::new(),
             since_fit: 0,
+            warming,
             scratch: Scratch::default(),
         }
     }
@@ -56,6 +63,7 @@ impl Learner {
     /// Resumes from a stored model: scoring starts at once, no warm-up.
     pub fn resume(model: Model, config: LearnedConfig) -> Self {
         let mut learner = Self::new(model.columns.clone(), config);
+        learner.warming &= model.fitted_on < learner.config.baseline;
         learner.model = Some(model);
         learner
     }
@@ -94,8 +102,12 @@ impl Learner {
             self.history.push_back((x.to_vec(), normal));
         }
         self.since_fit += 1;
-        let due = match self.model {
-            None => self.normal_count() >= self.config.baseline,
+        let due = match &self.model {
+            None => self.normal_count() >= self.first_fit(),
+            // warming up: refit when the normal vectors have doubled (or reach the baseline)
+            Some(m) if self.warming => {
+                self.normal_count() >= (2 * m.fitted_on).min(self.config.baseline)
+            }
             Some(_) => self.config.refit_every > 0 && self.since_fit >= self.config.refit_every,
         };
         if !due {
@@ -105,6 +117,14 @@ impl Learner {
         match self.refit() {
             Ok(()) => Learned::Fitted { refit },
             Err(e) => Learned::Failed(e),
+        }
+    }
+
+    /// Normal vectors the first fit waits for.
+    fn first_fit(&self) -> usize {
+        match self.config.warmup {
+            0 => self.config.baseline,
+            w => w.min(self.config.baseline),
         }
     }
 
@@ -130,10 +150,24 @@ impl Learner {
             .filter(|(_, normal)| *normal)
             .map(|(v, _)| v.as_slice())
             .collect();
-        let model = Model::fit(self.columns.clone(), &rows, &self.config)?;
+        let mut model = Model::fit(self.columns.clone(), &rows, &self.config)?;
+        if self.warming {
+            model.threshold *= warmup_margin(model.fitted_on, self.config.baseline);
+            self.warming = model.fitted_on < self.config.baseline;
+        }
         self.model = Some(model);
         Ok(())
     }
+}
+
+/// How much wider a threshold fitted on `fitted_on` vectors is than one fitted on the full
+/// `baseline`: `sqrt(baseline / fitted_on)`, at least 1 (the spread of a quantile estimate
+/// shrinks with the square root of the sample).
+pub fn warmup_margin(fitted_on: usize, baseline: usize) -> f64 {
+    if fitted_on == 0 || fitted_on >= baseline {
+        return 1.0;
+    }
+    (baseline as f64 / fitted_on as f64).sqrt()
 }
 
 #[cfg(test)]
@@ -145,6 +179,7 @@ mod tests {
     #[test]
     fn a_refit_leaves_out_the_anomalous_windows() {
         let config = LearnedConfig {
+            warmup: 0, // the first fit on the full baseline
             baseline: 200,
             history: 1000,
             refit_every: 400,
@@ -213,6 +248,7 @@ mod tests {
         // the tail the quantile is taken from: each refit lowered the threshold a little,
         // and a steady service started to alarm after enough refits.
         let config = LearnedConfig {
+            warmup: 0, // the first fit on the full baseline
             baseline: 300,
             history: 1200,
             refit_every: 300,
@@ -242,5 +278,40 @@ mod tests {
             thresholds[0]
         );
         assert_eq!(opened, 0, "steady traffic opened {opened} episodes");
+    }
+
+    #[test]
+    fn a_warm_up_model_is_refined_as_the_normal_vectors_double() {
+        let config = LearnedConfig {
+            warmup: 30,
+            baseline: 300,
+            refit_every: 600,
+            ..Default::default()
+        };
+        let mut noise = Noise::seeded(5);
+        let mut learner = Learner::new(names(), config);
+        let mut fits = Vec::new();
+        for i in 1..=1000 {
+            if let Learned::Fitted { .. } = learner.learn(&normal(&mut noise), true) {
+                let model = learner.model().expect("fitted");
+                fits.push((i, model.fitted_on));
+            }
+        }
+        assert_eq!(
+            fits,
+            [
+                (30, 30),
+                (60, 60),
+                (120, 120),
+                (240, 240),
+                (300, 300),
+                (900, 900)
+            ],
+            "30, then each doubling up to the baseline, then every refit_every"
+        );
+        assert!((warmup_margin(30, 300) - 10f64.sqrt()).abs() < 1e-12);
+        assert_eq!(warmup_margin(300, 300), 1.0);
+        assert_eq!(warmup_margin(600, 300), 1.0);
+        assert_eq!(warmup_margin(0, 300), 1.0);
     }
 }

@@ -60,6 +60,13 @@ impl Track {
 
     /// Judges one window, moves the episode, and learns from it when it looked normal.
     pub fn step(&mut self, learner: &mut Learner, window: &[f64]) -> Step {
+        self.step_learning(learner, window, true)
+    }
+
+    /// [`Track::step`], learning from the window only when `learn` (false: the window is
+    /// judged but never enters a baseline or a refit, and a long episode is not taken as
+    /// the new normal: a chaos injection in force, a hard fault the rules see).
+    pub fn step_learning(&mut self, learner: &mut Learner, window: &[f64], learn: bool) -> Step {
         let Some(x) = self
             .seasonal
             .push(window)
@@ -79,14 +86,18 @@ impl Track {
         // Only an episode is left out of later fits: a lone exceedance is the normal tail
         // the next threshold is calibrated on.
         let normal = !self.hysteresis.is_open();
-        let mut learned = learner.learn(x, normal);
+        let mut learned = if learn {
+            learner.learn(x, normal)
+        } else {
+            Learned::Nothing
+        };
         self.open_windows = if self.hysteresis.is_open() {
             self.open_windows.saturating_add(1)
         } else {
             0
         };
         let mut transition = transition;
-        if self.max_episode > 0 && self.open_windows >= self.max_episode {
+        if learn && self.max_episode > 0 && self.open_windows >= self.max_episode {
             // A shift this lasting is the service's new normal: learn it, end the episode.
             self.hysteresis.close();
             self.open_windows = 0;

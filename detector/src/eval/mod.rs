@@ -68,6 +68,8 @@ impl Default for EvalConfig {
                 history: 2016,
                 refit_every: 288,
                 ignore_features: Vec::new(),
+                // offline, the whole baseline is there: no warm-up model
+                warmup: 0,
                 ..LearnedConfig::default()
             },
             // 5-minute points (45 days, 30 of them train, the baseline): a 15-minute lag
@@ -80,6 +82,7 @@ impl Default for EvalConfig {
                 history: 8640,
                 refit_every: 1440,
                 ignore_features: Vec::new(),
+                warmup: 0,
                 ..LearnedConfig::default()
             },
             nab_sweep: (0..=36).map(|i| 0.6 + 0.1 * f64::from(i)).collect(),

@@ -5,7 +5,8 @@
 //! every network, reconnected with the same aliases). Through HTTP requests: attack (the
 //! [`crate::attack`] catalogue, sent in rounds until reverted). What a revert needs beyond
 //! the container id (the networks left) is returned as an [`Undo`] that the stage keeps in
-//! the bus, so another chaos process can revert it.
+//! the bus, so another chaos process can revert it. Through the load generator: overload
+//! (see [`crate::loadgen`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::attack::{self, AttackReport};
+use crate::loadgen;
 
 use bollard::query_parameters::{
     KillContainerOptions, RestartContainerOptions, StopContainerOptions,
@@ -39,6 +41,9 @@ pub struct Detached {
 pub struct Undo {
     #[serde(default)]
     pub detached: Vec<Detached>,
+    /// The load generator an overload was asked of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen: Option<String>,
 }
 
 /// An attack burst in progress: its stop flag and the task that returns its report.
@@ -128,13 +133,14 @@ impl Injector {
         }
     }
 
-    /// Injects `fault`; `key` names it among the faults in force.
+    /// Injects `fault` for `duration_ms`; `key` names it among the faults in force.
     pub async fn inject(
         &self,
         target: &ManagedContainer,
         fault: FaultKind,
         params: &BTreeMap<String, String>,
         key: &str,
+        duration_ms: u64,
     ) -> Result<Undo, String> {
         if let Some(body) = fault_body(fault, params) {
             return self
@@ -145,6 +151,16 @@ impl Injector {
         let id = target.id.as_str();
         match fault {
             FaultKind::NetworkDisconnect => return self.disconnect(id).await,
+            FaultKind::Overload => {
+                let multiplier = loadgen::multiplier(params)?;
+                let project = target.project.as_deref();
+                let generator = loadgen::find(&self.docker, &target.service, project).await?;
+                loadgen::set(&self.http, &generator, multiplier, duration_ms).await?;
+                return Ok(Undo {
+                    loadgen: Some(generator.id),
+                    ..Undo::default()
+                });
+            }
             FaultKind::Attack => {
                 let url = attack_url(target, params)?;
                 let interval = Duration::from_millis(
@@ -306,6 +322,19 @@ impl Injector {
     ) -> String {
         if fault == FaultKind::Attack {
             return self.stop_burst(key).await;
+        }
+        if fault == FaultKind::Overload {
+            let Some(id) = &undo.loadgen else {
+                return "no load generator recorded: the spike ends by itself".into();
+            };
+            let back = match loadgen::at(&self.docker, id).await {
+                Ok(generator) => loadgen::set(&self.http, &generator, 1.0, 0).await,
+                Err(e) => Err(e),
+            };
+            return match back {
+                Ok(()) => "load back to its profile".into(),
+                Err(e) => format!("could not end the spike ({e}); it ends by itself"),
+            };
         }
         let now = match inspect_managed(&self.docker, container_id).await {
             Ok(now) => now,

@@ -75,7 +75,7 @@ pub(crate) async fn put_in_force(
     chaos.in_force.fetch_add(1, Ordering::SeqCst);
     let undo = match chaos
         .injector
-        .inject(&target, request.fault, &request.params, &key)
+        .inject(&target, request.fault, &request.params, &key, duration_ms)
         .await
     {
         Ok(undo) => undo,

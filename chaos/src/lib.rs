@@ -32,6 +32,7 @@ pub mod follow;
 pub mod guardrails;
 pub mod in_force;
 pub mod kill_switch;
+pub mod loadgen;
 pub mod schedule;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -469,6 +469,9 @@ pub enum FaultKind {
     /// Malicious request payloads sent at the service (SQL injection, XSS, ...): a
     /// security fault; the service should refuse them.
     Attack,
+    /// A load spike beyond the service's capacity, from the load generator that sends the
+    /// service its traffic (labelled `immune.loadgen.target=<service>`).
+    Overload,
 }
 
 impl FaultKind {
@@ -486,6 +489,7 @@ impl FaultKind {
             FaultKind::MemoryLeak => "memory_leak",
             FaultKind::CpuBurn => "cpu_burn",
             FaultKind::Attack => "attack",
+            FaultKind::Overload => "overload",
         }
     }
 }
@@ -499,7 +503,7 @@ impl fmt::Display for FaultKind {
 impl std::str::FromStr for FaultKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const ALL: [FaultKind; 12] = [
+        const ALL: [FaultKind; 13] = [
             FaultKind::Crash,
             FaultKind::Hang,
             FaultKind::Kill,
@@ -512,6 +516,7 @@ impl std::str::FromStr for FaultKind {
             FaultKind::MemoryLeak,
             FaultKind::CpuBurn,
             FaultKind::Attack,
+            FaultKind::Overload,
         ];
         ALL.into_iter()
             .find(|f| f.as_str() == s)

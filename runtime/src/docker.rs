@@ -32,6 +32,13 @@ pub mod labels {
     /// Set on replicas the executor created (scale out): the container they copy. Only these
     /// are removed by a scale in, so the original instance is never removed.
     pub const REPLICA_OF: &str = "immune.replica_of";
+    /// `true` on a load generator (not a managed service): chaos's `overload` fault asks it
+    /// for a spike.
+    pub const LOADGEN: &str = "immune.loadgen";
+    /// The service a load generator sends its traffic to.
+    pub const LOADGEN_TARGET: &str = "immune.loadgen.target";
+    /// The port of a load generator's control endpoint (`POST /load`), default 8089.
+    pub const LOADGEN_CONTROL: &str = "immune.loadgen.control";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -124,6 +124,50 @@ mod tests {
     }
 
     #[test]
+    fn every_gray_signature_can_reach_a_restart_and_overload_adds_capacity_first() {
+        let playbook = Playbook::default();
+        let default_approval_risk = 3;
+        for signature in [
+            Signature::LatencyUp,
+            Signature::ErrorsUp,
+            Signature::ResourceExhaustion,
+            Signature::Overload,
+            Signature::TrafficDrop,
+        ] {
+            let steps = playbook.steps(signature);
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.action == ActionKind::Restart && s.risk <= default_approval_risk),
+                "{signature}: a fault inside the service is out of learning's reach"
+            );
+            let actions: Vec<_> = steps.iter().map(|s| s.action).collect();
+            let mut unique = actions.clone();
+            unique.sort_by_key(|a| a.as_str());
+            unique.dedup();
+            assert_eq!(unique.len(), actions.len(), "{signature}: {actions:?}");
+        }
+        assert_eq!(
+            playbook.steps(Signature::Overload)[0].action,
+            ActionKind::ScaleOut
+        );
+        let latency: Vec<_> = playbook
+            .steps(Signature::LatencyUp)
+            .iter()
+            .map(|s| s.action)
+            .collect();
+        assert_eq!(
+            latency[..3],
+            [
+                ActionKind::Throttle,
+                ActionKind::ScaleOut,
+                ActionKind::Restart
+            ],
+            "the prior, least disruptive first"
+        );
+    }
+
+    #[test]
     fn a_bad_step_is_named() {
         let err =
             Playbook::parse("[[crashed]]\naction = \"reboot\"\nrisk = 1").expect_err("refused");

@@ -1,10 +1,13 @@
 //! The walk through the playbook: the incident's next step is issued if every safety rule
 //! allows it (see `rules.rs`), held for an approval when its risk asks for one, advised
 //! only in dry-run mode, and the next one is tried when a step fails; no step left
-//! escalates.
+//! escalates. A step's params are the playbook's, but a throttle's limit is derived from the
+//! load the anomaly measured ([`step_params`]).
 
-use immune_nats::AuditCode;
-use immune_nats::{ActionRequest, ActionTried, IncidentState, ServiceName};
+use std::collections::BTreeMap;
+
+use immune_nats::{feature, AuditCode};
+use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState, ServiceName};
 
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
@@ -17,6 +20,11 @@ use crate::safety::TokenBucket;
 
 /// Grace after an action's own timeout before its missing result counts as a failure.
 pub(super) const RESULT_GRACE_MS: u64 = 5_000;
+
+/// A throttle allows the service's normal request rate times this: users arriving at their
+/// usual rate are never refused (a fifth more covers the second-to-second jitter of a steady
+/// load and a daily cycle's slow rise), while the excess of a spike or a flood is shed.
+pub(super) const THROTTLE_HEADROOM: f64 = 1.2;
 
 impl Decider {
     /// Re-checks every waiting incident, root causes first (deepest dependency first), in
@@ -113,7 +121,7 @@ impl Decider {
             return;
         }
         let open = self.open.get_mut(service).expect("checked above");
-        let mut params = step.params.clone();
+        let mut params = step_params(&step, &open.anomaly);
         params
             .entry("stop_grace_s".into())
             .or_insert_with(|| self.config.stop_grace_s.to_string());
@@ -229,6 +237,42 @@ impl Decider {
             decision: Decision::Action(request),
         });
     }
+}
+
+/// The params a step is sent with: the playbook's, except that a throttle that sets a limit
+/// gets [`throttle_rps`] when the anomaly measured the load (a constant would be no limit at
+/// a low load and refuse normal users at a high one). A throttle that lifts the limit (`0`,
+/// `off`) is left as written.
+pub(super) fn step_params(step: &Step, anomaly: &Anomaly) -> BTreeMap<String, String> {
+    let mut params = step.params.clone();
+    let lifts = params
+        .get("rps")
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off"));
+    if step.action == ActionKind::Throttle && !lifts {
+        if let Some(rps) = throttle_rps(anomaly) {
+            params.insert("rps".into(), rps.to_string());
+        }
+    }
+    params
+}
+
+/// The requests per second a throttle allows: the anomaly's normal request rate (the
+/// `expected` of its `request_rate` contribution) times [`THROTTLE_HEADROOM`], rounded, at
+/// least 1 (0 would lift the limit). `None` when the anomaly does not carry the request rate
+/// or carries a meaningless one.
+pub(super) fn throttle_rps(anomaly: &Anomaly) -> Option<u32> {
+    let normal = anomaly
+        .contributions
+        .iter()
+        .find(|c| c.metric == feature::REQUEST_RATE)?
+        .expected;
+    if !normal.is_finite() || normal < 0.0 {
+        return None;
+    }
+    let rps = (normal * THROTTLE_HEADROOM)
+        .round()
+        .clamp(1.0, f64::from(u32::MAX));
+    Some(rps as u32)
 }
 
 pub(super) fn current_step<'p>(playbook: &'p Playbook, open: &Open) -> Option<&'p Step> {

@@ -1,10 +1,13 @@
 //! Learning which repair works: a value per (signature, action), updated from verified
 //! outcomes (one-step Q-learning: every action ends its episode, so the update is
 //! `Q += alpha * (reward - Q)`). The reward is +1 for a recovery, minus a penalty per second
-//! to recover and per unit of risk (disruption); a failed or unverified action earns -1 minus
-//! the risk penalty. The values reorder a playbook within its safety limits: only steps at or
-//! below the approval risk move, and exploration (probability `epsilon`, a seeded RNG) never
-//! picks a step riskier than the greedy choice.
+//! to recover (at most [`MAX_TIME_PENALTY`]) and per unit of risk (disruption); a failed or
+//! unverified action earns -1 minus the risk penalty. An untried action is worth 0, so one
+//! failure puts an action below every untried one and (at the default penalties) one
+//! recovery above them: with a wrong prior, the first incident walks to the fix and the next
+//! one starts with it. The values reorder a playbook within its safety limits: only steps at
+//! or below the approval risk move, and exploration (probability `epsilon`, a seeded RNG)
+//! never picks a step riskier than the greedy choice.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +45,11 @@ impl Default for LearningConfig {
         }
     }
 }
+
+/// The most reward a slow recovery loses to its time: a recovery, however slow, stays worth
+/// more than an untried action and far more than a failure of the same step. (Uncapped, a
+/// recovery verified after 200 s at the default penalty would earn what a failure earns.)
+pub const MAX_TIME_PENALTY: f64 = 0.5;
 
 /// How an action turned out, as far as learning is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,7 +93,8 @@ impl Values {
         let disruption = c.risk_penalty * f64::from(step.risk);
         let reward = match outcome {
             Outcome::Recovered { after_ms } => {
-                1.0 - c.time_penalty_per_s * after_ms as f64 / 1_000.0 - disruption
+                let time = c.time_penalty_per_s * after_ms as f64 / 1_000.0;
+                1.0 - time.min(MAX_TIME_PENALTY) - disruption
             }
             Outcome::NotRecovered => -1.0 - disruption,
         };
@@ -198,6 +207,33 @@ mod tests {
             [0, 1],
             "values are per signature"
         );
+    }
+
+    #[test]
+    fn a_failed_mitigation_sinks_below_an_untried_repair_and_a_slow_fix_stays_above() {
+        let mut v = Values::new(LearningConfig {
+            epsilon: 0.0,
+            ..Default::default()
+        });
+        let steps = [
+            step(ActionKind::Throttle, 1),
+            step(ActionKind::ScaleOut, 2),
+            step(ActionKind::Restart, 2),
+        ];
+        v.update(Signature::LatencyUp, &steps[0], Outcome::NotRecovered);
+        assert_eq!(v.order(Signature::LatencyUp, &steps, 3).0, [1, 2, 0]);
+        v.update(Signature::LatencyUp, &steps[1], Outcome::NotRecovered);
+        assert_eq!(v.order(Signature::LatencyUp, &steps, 3).0, [2, 0, 1]);
+        // recovered, but only after ten minutes: still worth more than never tried
+        let slow = v.update(
+            Signature::LatencyUp,
+            &steps[2],
+            Outcome::Recovered { after_ms: 600_000 },
+        );
+        assert!(slow > 0.0, "{slow}");
+        let mut failed = Values::new(LearningConfig::default());
+        let failure = failed.update(Signature::LatencyUp, &steps[2], Outcome::NotRecovered);
+        assert!(slow > failure + 0.3, "{slow} vs {failure}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod escalation;
 mod fixtures;
 mod incident;
 mod learning;
+mod learning_curve;
 mod memory;
 mod mitigation;
 mod root_cause;

@@ -1,6 +1,8 @@
 //! Stopgaps: a throttle or an opened circuit breaker holds a service up without repairing
-//! it, so some time after its incident recovered it is lifted again, unless the service is
-//! anomalous again by then or the kill switch or a maintenance window holds actions.
+//! it, so some time after its incident recovered it is lifted again. While the service is
+//! anomalous again it is kept, and looked at again one lifting delay later (a stopgap left
+//! in place for good would shed users' requests long after the fault is gone); while the
+//! kill switch or a maintenance window holds actions it waits.
 
 use immune_nats::AuditCode;
 use std::collections::BTreeMap;
@@ -46,8 +48,9 @@ pub(super) fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
 }
 
 impl Decider {
-    /// Lifts the stopgaps that are due, unless their service is anomalous again (the new
-    /// incident decides then) or the kill switch or a maintenance window holds actions.
+    /// Lifts the stopgaps that are due, unless their service is anomalous again (kept for
+    /// another lifting delay: its new incident decides meanwhile) or the kill switch or a
+    /// maintenance window holds actions.
     pub(super) fn lift_due(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
         let (due, waiting): (Vec<Lift>, Vec<Lift>) =
             self.lifts.drain(..).partition(|l| l.due <= now_ms);
@@ -65,11 +68,16 @@ impl Decider {
                 },
             };
             if self.open.contains_key(&service) {
+                let again = now_ms + self.config.lift_mitigations_after_ms;
                 out.push(audit(
                     AuditCode::MitigationKept,
                     "the service is anomalous again; its new incident decides".into(),
-                    format!("{} left as it is", lift.request.action),
+                    format!(
+                        "{} left as it is; looked at again in {} ms",
+                        lift.request.action, self.config.lift_mitigations_after_ms
+                    ),
                 ));
+                self.lifts.push(Lift { due: again, ..lift });
                 continue;
             }
             if self.controls.kill_switch || self.controls.in_maintenance(&service, now_ms).is_some()

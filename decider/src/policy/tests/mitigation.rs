@@ -78,3 +78,33 @@ fn a_restart_is_not_a_stopgap() {
     fire(&mut d, &cleared_on("orders"), 500);
     assert!(actions(&d.decide(Input::Tick, 10_000)).is_empty());
 }
+
+#[test]
+fn a_kept_stopgap_is_lifted_once_the_service_is_well_again() {
+    let mut d = decider(PolicyConfig {
+        lift_mitigations_after_ms: 30_000,
+        ..config()
+    });
+    recovered_behind_an_open_circuit(&mut d);
+    // another fault, repaired by a restart (no stopgap of its own)
+    let restart = actions(&fire(&mut d, &firing(Signature::Crashed), 20_000))
+        .pop()
+        .expect("restart");
+    assert_eq!(restart.action, ActionKind::Restart);
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        21_000,
+    );
+    let out = d.decide(Input::Tick, 31_000);
+    assert!(audits(&out).contains(&"mitigation.kept"), "{out:?}");
+    assert!(audits(&fire(&mut d, &cleared_on("orders"), 40_000)).contains(&"incident.recovered"));
+    let closed = |out: &[crate::policy::Decided]| {
+        actions(out)
+            .iter()
+            .any(|a| a.params.get("state").map(String::as_str) == Some("closed"))
+    };
+    assert!(!closed(&d.decide(Input::Tick, 60_000)), "not yet");
+    let out = d.decide(Input::Tick, 61_000);
+    assert!(closed(&out), "the circuit left open for good: {out:?}");
+    assert_eq!(audits(&out), vec!["mitigation.lifted"]);
+}

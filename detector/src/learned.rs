@@ -42,7 +42,7 @@ pub struct Outcome {
 struct Instance {
     track: Track,
     episode: Option<(Anomaly, String)>,
-    /// It has served a request (or carries no request rate).
+    /// It has served a request (its request rate was above 0 once).
     served: bool,
 }
 
@@ -63,7 +63,8 @@ pub struct LearnedDetector {
     /// Services still gathering their columns: the names seen, and in how many snapshots.
     discovering: HashMap<ServiceName, (BTreeSet<String>, u32)>,
     instances: HashMap<(ServiceName, String), Instance>,
-    /// Services one of whose instances has served a request.
+    /// Services one of whose instances has served a request: their instances are held out
+    /// until they serve one too (a service with no request rate is never held out).
     serving: std::collections::HashSet<ServiceName>,
     window: Vec<f64>,
 }
@@ -212,7 +213,8 @@ impl LearnedDetector {
                 served: false,
             });
         let rate = snapshot.features.get(immune_nats::feature::REQUEST_RATE);
-        instance.served |= rate.is_none_or(|r| *r > 0.0);
+        // (a container's first snapshot has no rate at all: rates need two scrapes)
+        instance.served |= rate.is_some_and(|r| *r > 0.0);
         if instance.served {
             self.serving.insert(snapshot.service.clone());
         } else if self.serving.contains(&snapshot.service) {
@@ -676,6 +678,10 @@ mod tests {
             s.features.insert(feature::REQUEST_RATE.into(), 0.0);
             s
         };
+        // its very first snapshot carries no rate yet (rates need two scrapes)
+        let mut first = idle(99);
+        first.features.remove(feature::REQUEST_RATE);
+        assert!(detector.on_snapshot(&first, Context::default()).finding.is_none());
         for at in 100..200 {
             let out = detector.on_snapshot(&idle(at), Context::default());
             assert!(

@@ -61,6 +61,7 @@ impl PipelineConfig {
             },
             detector: immune_detector::Config {
                 nats: nats.clone(),
+                learned: hard_faults_only(),
                 ..Default::default()
             },
             decider,
@@ -176,9 +177,22 @@ pub fn stage_env(stage: Stage, nats_url: &str, project: &str) -> Vec<(String, St
             env.push((key("POLICY__COOLDOWN_MS"), "2000".into()));
             env.push((key("POLICY__VERIFY_DEADLINE_MS"), "20000".into()));
         }
+        // as hard_faults_only(): no warm-up model within the test
+        Stage::Detector => env.push((key("LEARNED__WARMUP"), "0".into())),
         _ => {}
     }
     env
+}
+
+/// The learned detector as these hard-fault tests want it: on, but fitted only on its full
+/// baseline (5 minutes at 1 s, longer than any of them), so the faults they inject into an
+/// idle demo container are judged by the rules alone, as the tests' chains expect. The gray
+/// faults' test (`gray_failures.rs`) runs it with its warm-up.
+pub fn hard_faults_only() -> immune_detector::LearnedConfig {
+    immune_detector::LearnedConfig {
+        warmup: 0,
+        ..Default::default()
+    }
 }
 
 /// The five stage binaries as child processes, SIGKILLed on drop.

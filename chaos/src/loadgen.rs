@@ -3,7 +3,8 @@
 //! back when reverted.
 //!
 //! A load generator is not a managed service: it is found by its labels
-//! (`immune.loadgen=true`, `immune.loadgen.target=<service>`, the target's project), and
+//! (`immune.loadgen=true`, the target's project, and `immune.loadgen.target`: the services
+//! its traffic drives, comma-separated, the entry point it calls and those behind it), and
 //! asked on its control endpoint (`immune.loadgen.control`, port 8089 by default):
 //! `POST /load {"multiplier": m, "for_ms": d}`. The spike also ends by itself after `d`, so
 //! a chaos process that dies cannot leave a service overloaded for good.
@@ -61,10 +62,7 @@ pub async fn find(
     service: &ServiceName,
     project: Option<&str>,
 ) -> Result<LoadGenerator, String> {
-    let mut filters = vec![
-        format!("{}=true", labels::LOADGEN),
-        format!("{}={service}", labels::LOADGEN_TARGET),
-    ];
+    let mut filters = vec![format!("{}=true", labels::LOADGEN)];
     if let Some(project) = project {
         filters.push(format!("{}={project}", labels::PROJECT));
     }
@@ -76,13 +74,24 @@ pub async fn find(
         .list_containers(Some(options))
         .await
         .map_err(|e| format!("cannot list load generators: {e}"))?;
-    let first = found.into_iter().next().ok_or_else(|| {
+    let ours = |c: &bollard::models::ContainerSummary| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(labels::LOADGEN_TARGET))
+            .is_some_and(|targets| drives(targets, service))
+    };
+    let first = found.into_iter().find(ours).ok_or_else(|| {
         format!(
-            "no running load generator labelled {}={service}",
+            "no running load generator whose {} names {service}",
             labels::LOADGEN_TARGET
         )
     })?;
     at(docker, first.id.as_deref().unwrap_or_default()).await
+}
+
+/// Whether a load generator's target label names `service`.
+fn drives(targets: &str, service: &ServiceName) -> bool {
+    targets.split(',').any(|t| t.trim() == service.as_str())
 }
 
 /// The load generator `id` as it is now (its address may have changed since the spike).
@@ -158,5 +167,9 @@ mod tests {
         );
         let bad = HashMap::from([(labels::LOADGEN_CONTROL.to_string(), "x".to_string())]);
         assert!(control_url(&bad, address).is_err());
+        let orders = ServiceName::new("orders").expect("name");
+        assert!(drives("gateway, orders", &orders));
+        assert!(drives("orders", &orders));
+        assert!(!drives("gateway,orders-v2", &orders));
     }
 }

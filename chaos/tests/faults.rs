@@ -749,3 +749,142 @@ async fn an_experiment_holds_or_aborts_on_its_limits_and_rolls_back() {
     feed.abort();
     chaos.stop().await;
 }
+
+/// A load generator container (the demo image's `--loadgen`) driving `target`'s traffic at
+/// 5 requests a second, with its control endpoint; removed on drop.
+struct LoadGenerator {
+    docker: bollard::Docker,
+    id: String,
+}
+
+impl LoadGenerator {
+    async fn start(target: &DemoContainer, project: &str) -> LoadGenerator {
+        use bollard::models::ContainerCreateBody;
+        use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+        let address = target.address().await.expect("the target's address");
+        let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+        let labels = std::collections::HashMap::from([
+            ("immune.loadgen".to_string(), "true".to_string()),
+            (
+                "immune.loadgen.target".to_string(),
+                format!("gateway,{}", target.spec.service),
+            ),
+            ("immune.project".to_string(), project.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(immune_testkit::DEMO_IMAGE.to_string()),
+            cmd: Some(
+                [
+                    "--loadgen",
+                    &format!("http://{address}:8080/"),
+                    "--rps",
+                    "5",
+                    "--listen",
+                    "0.0.0.0:8089",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            env: Some(vec!["SERVICE_NAME=loadgen".to_string()]),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let name = unique("loadgen");
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .expect("create the load generator");
+        docker
+            .start_container(&created.id, None::<StartContainerOptions>)
+            .await
+            .expect("start the load generator");
+        LoadGenerator {
+            docker,
+            id: created.id,
+        }
+    }
+
+    /// Its `GET /load` answer.
+    async fn load(&self, http: &reqwest::Client) -> Option<serde_json::Value> {
+        let inspected = self
+            .docker
+            .inspect_container(&self.id, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let ip = inspected
+            .network_settings?
+            .networks?
+            .into_values()
+            .find_map(|n| n.ip_address.filter(|ip| !ip.is_empty()))?;
+        let response = http
+            .get(format!("http://{ip}:8089/load"))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+}
+
+impl Drop for LoadGenerator {
+    fn drop(&mut self) {
+        let (docker, id) = (self.docker.clone(), self.id.clone());
+        let removing = tokio::spawn(async move {
+            let options = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            let _ = docker.remove_container(&id, Some(options)).await;
+        });
+        drop(removing);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overload_asks_the_load_generator_for_a_spike_and_puts_it_back() {
+    let mut world = World::new().await;
+    let chaos = start_chaos(world.config());
+    let demo = DemoContainer::start(DemoSpec::new("orders", &world.project)).await;
+    let generator = LoadGenerator::start(&demo, &world.project).await;
+    let multiplier = |load: &serde_json::Value| load["multiplier"].as_f64().unwrap_or(0.0);
+    until(
+        Duration::from_secs(15),
+        "the load generator's control endpoint to answer",
+        async || generator.load(&world.http).await.is_some(),
+    )
+    .await;
+    let before = generator.load(&world.http).await.expect("GET /load");
+    assert_eq!(multiplier(&before), 1.0, "{before}");
+
+    let run = world
+        .ask("orders", FaultKind::Overload, 4_000, &[("multiplier", "6")])
+        .await;
+    world.injected(&run).await;
+    let during = generator.load(&world.http).await.expect("GET /load");
+    assert_eq!(multiplier(&during), 6.0, "the spike is in force: {during}");
+    assert!(
+        during["target_rps"].as_f64().unwrap_or(0.0) > 5.0 * 5.0,
+        "six times the 5 req/s: {during}"
+    );
+    let reverted = world.reverted(&run, Duration::from_secs(15)).await;
+    assert_eq!(reverted.note, "load back to its profile");
+    let after = generator.load(&world.http).await.expect("GET /load");
+    assert_eq!(multiplier(&after), 1.0, "{after}");
+
+    // A service no load generator drives cannot be overloaded: refused, with the reason.
+    let elsewhere = DemoContainer::start(DemoSpec::new("ledger", &world.project)).await;
+    let run = world.ask("ledger", FaultKind::Overload, 4_000, &[]).await;
+    let refused = world.rejected(&run).await;
+    assert!(
+        refused.reason.contains("no running load generator"),
+        "{}",
+        refused.reason
+    );
+    drop(elsewhere);
+    chaos.stop().await;
+}

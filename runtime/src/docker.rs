@@ -35,7 +35,8 @@ pub mod labels {
     /// `true` on a load generator (not a managed service): chaos's `overload` fault asks it
     /// for a spike.
     pub const LOADGEN: &str = "immune.loadgen";
-    /// The service a load generator sends its traffic to.
+    /// Comma-separated services a load generator's traffic drives (the entry point it
+    /// calls, and the services behind it that the same requests reach).
     pub const LOADGEN_TARGET: &str = "immune.loadgen.target";
     /// The port of a load generator's control endpoint (`POST /load`), default 8089.
     pub const LOADGEN_CONTROL: &str = "immune.loadgen.control";

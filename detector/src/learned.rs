@@ -681,7 +681,10 @@ mod tests {
         // its very first snapshot carries no rate yet (rates need two scrapes)
         let mut first = idle(99);
         first.features.remove(feature::REQUEST_RATE);
-        assert!(detector.on_snapshot(&first, Context::default()).finding.is_none());
+        assert!(detector
+            .on_snapshot(&first, Context::default())
+            .finding
+            .is_none());
         for at in 100..200 {
             let out = detector.on_snapshot(&idle(at), Context::default());
             assert!(

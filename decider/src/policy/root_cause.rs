@@ -1,11 +1,20 @@
 //! The culprit: what a service calls, transitively, and the deepest of those that is
 //! anomalous too, which is acted on first; a container that died is its own culprit.
+//!
+//! A dependency whose only trouble is that less traffic reaches it (`traffic_drop`) is not
+//! a culprit: that is what a slow or failing caller does to the services it calls, so it
+//! points back up the call graph, never down.
 
 use std::collections::BTreeSet;
 
 use immune_nats::{ServiceName, Signature};
 
 use super::Decider;
+
+/// A dependency with this anomaly can be the cause of its callers' trouble.
+fn can_cause_callers(signature: Signature) -> bool {
+    signature != Signature::TrafficDrop
+}
 
 /// The container itself died or was OOM-killed: it is its own culprit whatever its
 /// dependencies do, so the root-cause wait and hold do not apply.
@@ -47,7 +56,11 @@ impl Decider {
             for s in &frontier {
                 for dep in self.depends_on.get(s).into_iter().flatten() {
                     if seen.insert(dep.clone()) {
-                        if self.open.get(dep).is_some_and(|o| !o.cleared) {
+                        if self
+                            .open
+                            .get(dep)
+                            .is_some_and(|o| !o.cleared && can_cause_callers(o.incident.signature))
+                        {
                             deepest = Some(dep.clone());
                         }
                         next.push(dep.clone());

@@ -11,6 +11,7 @@ use crate::policy::{Input, PolicyConfig};
 fn the_deepest_anomalous_dependency_is_acted_on_first() {
     let mut d = decider(PolicyConfig {
         root_cause_wait_ms: 1_000,
+        recovery_settle_ms: 1_000,
         ..config()
     });
     // the symptoms arrive first, the culprit last
@@ -100,4 +101,35 @@ fn a_crashed_container_is_restarted_at_once_whatever_its_dependencies_do() {
     assert!(actions(&out)
         .iter()
         .all(|a| a.service.as_str() != "gateway"));
+}
+
+#[test]
+fn a_dependency_that_only_sees_less_traffic_is_not_the_culprit() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 1_000,
+        ..config()
+    });
+    // orders is slow, so fewer of its calls reach auth: auth's drop is a symptom of orders
+    fire(&mut d, &firing_on("auth", Signature::TrafficDrop, &[]), 0);
+    fire(
+        &mut d,
+        &firing_on("orders", Signature::LatencyUp, &["auth"]),
+        10,
+    );
+    let mut out = Vec::new();
+    for t in (200..=1_400).step_by(200) {
+        out.extend(d.decide(Input::Tick, t));
+    }
+    let acted: Vec<_> = actions(&out)
+        .into_iter()
+        .filter(|a| a.service.as_str() == "orders")
+        .collect();
+    assert_eq!(acted.len(), 1, "{:?}", audits(&out));
+    assert!(
+        audit_text(&out, "action.blocked")
+            .iter()
+            .all(|h| !h.contains("acting on auth first")),
+        "{:?}",
+        audits(&out)
+    );
 }

@@ -11,6 +11,11 @@
 //! serves traffic is neither judged nor learned from until it has served a request itself:
 //! a replica just made by `scale_out` is idle, not a `traffic_drop`.
 //!
+//! Replicas share the load: the features that grow with it ([`LOAD_FEATURES`]) are judged
+//! as the service's, each replica's reading times the number of its replicas serving now
+//! (round robin spreads calls evenly), so a `scale_out` does not halve every replica's
+//! request rate into a `traffic_drop`, and a model learned on one replica holds for three.
+//!
 //! Pure, like the rules: fed snapshots, returns anomalies to publish and models to store.
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,6 +33,18 @@ pub const DETECTOR: &str = "pca";
 /// Snapshots of a new service whose feature names together make its model's columns.
 pub const COLUMN_DISCOVERY_SNAPSHOTS: u32 = 5;
 
+/// Features that grow with the load a replica takes, so with the number of replicas sharing
+/// it: judged per service (see the module header).
+pub const LOAD_FEATURES: [&str; 3] = [
+    immune_nats::feature::REQUEST_RATE,
+    immune_nats::feature::REJECTED_RATE,
+    immune_nats::feature::IN_FLIGHT,
+];
+
+/// An instance whose last snapshot is older than this many of its own intervals no longer
+/// shares the load (stopped, hung, or gone).
+const STALE_INTERVALS: u64 = 3;
+
 /// What one snapshot led to.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -44,6 +61,27 @@ struct Instance {
     episode: Option<(Anomaly, String)>,
     /// It has served a request (its request rate was above 0 once).
     served: bool,
+    /// When its last running snapshot was taken, and the interval before it.
+    last_ms: u64,
+    interval_ms: u64,
+}
+
+impl Instance {
+    fn new(config: &LearnedConfig) -> Self {
+        Self {
+            track: Track::new(config),
+            episode: None,
+            served: false,
+            last_ms: 0,
+            interval_ms: 0,
+        }
+    }
+
+    /// It serves its share of the load at `now_ms`.
+    fn sharing(&self, now_ms: u64) -> bool {
+        self.served
+            && now_ms.saturating_sub(self.last_ms) <= STALE_INTERVALS * self.interval_ms.max(1)
+    }
 }
 
 /// What else is known about a snapshot when the learned detector judges it.
@@ -116,15 +154,13 @@ impl LearnedDetector {
         if open.anomaly.detector != DETECTOR {
             return false;
         }
-        let mut track = Track::new(&self.config);
-        track.reopen();
+        let mut instance = Instance::new(&self.config);
+        instance.track.reopen();
+        instance.served = true;
+        instance.episode = Some((open.anomaly.clone(), open.correlation_id));
         self.instances.insert(
             (open.anomaly.service.clone(), open.anomaly.instance.clone()),
-            Instance {
-                track,
-                episode: Some((open.anomaly, open.correlation_id)),
-                served: true,
-            },
+            instance,
         );
         true
     }
@@ -197,21 +233,16 @@ impl LearnedDetector {
         let Some(learner) = self.learners.get_mut(&snapshot.service) else {
             return outcome;
         };
-        let base_len = learner.columns().len() / config.lags.max(1);
-        self.window.clear();
-        self.window.extend(
-            learner.columns()[..base_len]
-                .iter()
-                .map(|c| snapshot.features.get(c).copied().unwrap_or(f64::NAN)),
-        );
+        let now = snapshot.observed_ms;
+        let key = (snapshot.service.clone(), snapshot.instance.clone());
         let instance = self
             .instances
-            .entry((snapshot.service.clone(), snapshot.instance.clone()))
-            .or_insert_with(|| Instance {
-                track: Track::new(config),
-                episode: None,
-                served: false,
-            });
+            .entry(key.clone())
+            .or_insert_with(|| Instance::new(config));
+        if instance.last_ms > 0 {
+            instance.interval_ms = now.saturating_sub(instance.last_ms);
+        }
+        instance.last_ms = now;
         let rate = snapshot.features.get(immune_nats::feature::REQUEST_RATE);
         // (a container's first snapshot has no rate at all: rates need two scrapes)
         instance.served |= rate.is_some_and(|r| *r > 0.0);
@@ -220,6 +251,26 @@ impl LearnedDetector {
         } else if self.serving.contains(&snapshot.service) {
             return outcome; // a replica no request has reached yet
         }
+        let replicas = self
+            .instances
+            .iter()
+            .filter(|((s, _), i)| *s == snapshot.service && i.sharing(now))
+            .count()
+            .max(1) as f64;
+        let base_len = learner.columns().len() / config.lags.max(1);
+        self.window.clear();
+        self.window
+            .extend(learner.columns()[..base_len].iter().map(|c| {
+                let value = snapshot.features.get(c).copied().unwrap_or(f64::NAN);
+                if LOAD_FEATURES.contains(&c.as_str()) {
+                    value * replicas
+                } else {
+                    value
+                }
+            }));
+        let Some(instance) = self.instances.get_mut(&key) else {
+            return outcome;
+        };
         let learn = chaos_run.is_none() && !context.faulty;
         let step = instance.track.step_learning(learner, &self.window, learn);
         match step.learned {
@@ -234,7 +285,7 @@ impl LearnedDetector {
             Transition::Opened => {
                 let contributions = model.explain(instance.track.last_vector());
                 let signature = classify(model, &contributions);
-                let top: Vec<_> = contributions.into_iter().take(5).collect();
+                let top = attached(contributions, replicas);
                 let why = top
                     .iter()
                     .take(3)
@@ -321,6 +372,27 @@ impl LearnedDetector {
         }
         outcome
     }
+}
+
+/// The contributions an anomaly carries: the five largest, and the request rate whatever
+/// its share (the load, from which the decider derives a throttle), load features as this
+/// replica saw them (its share of the service's, see the module header).
+fn attached(
+    contributions: Vec<immune_nats::Contribution>,
+    replicas: f64,
+) -> Vec<immune_nats::Contribution> {
+    let rate = immune_nats::feature::REQUEST_RATE;
+    let mut top: Vec<_> = contributions.iter().take(5).cloned().collect();
+    if !top.iter().any(|c| c.metric == rate) {
+        top.extend(contributions.into_iter().find(|c| c.metric == rate));
+    }
+    for c in &mut top {
+        if LOAD_FEATURES.contains(&c.metric.as_str()) {
+            c.value /= replicas;
+            c.expected /= replicas;
+        }
+    }
+    top
 }
 
 #[cfg(test)]
@@ -703,5 +775,60 @@ mod tests {
             .expect("the replica is judged by the service's model");
         assert_eq!(fired.anomaly.instance, "b");
         assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
+    }
+
+    /// After a `scale_out` each replica takes half the load: that is not a traffic drop, and
+    /// an anomaly on one of them carries the load it saw, for the throttle.
+    #[test]
+    fn replicas_share_the_load_and_a_scale_out_is_not_a_traffic_drop() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let (mut detector, _) = trained(&config);
+        let start = 60 + SKIPPED;
+        let a = samples::metric_snapshot().instance; // the replica it was trained on
+        for at in start..start + 100 {
+            for replica in [a.as_str(), "b"] {
+                let out = detector
+                    .on_snapshot(&on(replica, snapshot(at, 20.0, 25.0)), Context::default());
+                assert!(
+                    out.finding.is_none(),
+                    "{replica} at half the load fired: {:?}",
+                    out.finding
+                );
+            }
+        }
+        // one replica slows: it fires latency, with the request rate it served
+        let fired = (start + 100..start + 110)
+            .find_map(|at| {
+                detector.on_snapshot(&on("b", snapshot(at, 20.0, 25.0)), Context::default());
+                detector
+                    .on_snapshot(&on(&a, snapshot(at, 400.0, 25.0)), Context::default())
+                    .finding
+            })
+            .expect("the slow replica fires");
+        assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
+        let rate = fired
+            .anomaly
+            .contributions
+            .iter()
+            .find(|c| c.metric == feature::REQUEST_RATE)
+            .expect("the load is carried");
+        assert!(
+            (20.0..35.0).contains(&rate.value) && (20.0..35.0).contains(&rate.expected),
+            "its share of 50 req/s: {rate:?}"
+        );
+        // one replica alone at half the load is a traffic drop
+        let (mut alone, _) = trained(&config);
+        let dropped = (start..start + 10).find_map(|at| {
+            alone
+                .on_snapshot(&snapshot(at, 20.0, 25.0), Context::default())
+                .finding
+        });
+        assert_eq!(
+            dropped.map(|f| f.anomaly.signature),
+            Some(Signature::TrafficDrop)
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct PolicyConfig {
     /// A service that calls others waits this long after its incident opens before its
     /// first action, so the anomalies of its dependencies (the likely culprits) arrive.
     pub root_cause_wait_ms: u64,
+    /// A caller whose dependency just recovered waits this long for its own anomaly to clear
+    /// with it before acting: as long as the detector takes to see it (the learned model
+    /// clears after n quiet windows, 5 s with the shipped config, plus a scrape).
+    pub recovery_settle_ms: u64,
     /// Escalations are also POSTed (JSON) to this URL when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation_webhook: Option<String>,
@@ -70,6 +74,7 @@ impl Default for PolicyConfig {
             },
             max_services_acting: 3,
             root_cause_wait_ms: 2_000,
+            recovery_settle_ms: 10_000,
             escalation_webhook: None,
             lift_mitigations_after_ms: 60_000,
             learning: LearningConfig::default(),

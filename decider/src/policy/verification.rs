@@ -166,7 +166,7 @@ impl Decider {
             }
         }
         // the services that call this one may recover with it: give them time to show it
-        let settle_until = now_ms + self.config.root_cause_wait_ms;
+        let settle_until = now_ms + self.config.recovery_settle_ms;
         let dependents: Vec<ServiceName> = self
             .open
             .keys()
@@ -179,9 +179,9 @@ impl Decider {
             }
         }
         // The service's other anomalies still firing open the next incident. It waits before
-        // acting, as the repair that cleared this one may clear them too: as long as a
-        // dependent does, or, when one is on the container just repaired, as long as a
-        // repair's verification may take.
+        // acting, as the repair that cleared this one may clear them too: the root-cause
+        // wait, or, when one is on the container just repaired, as long as a repair's
+        // verification may take.
         let mut others: Vec<_> = std::mem::take(&mut open.others).into_values().collect();
         others.sort_by_key(|(a, _)| a.started_ms);
         let repaired = others
@@ -190,7 +190,7 @@ impl Decider {
         let hold_until = if repaired {
             now_ms + self.config.verify_deadline_ms
         } else {
-            settle_until
+            now_ms + self.config.root_cause_wait_ms
         };
         for (anomaly, correlation_id) in others {
             self.on_firing(&anomaly, correlation_id.as_deref(), now_ms, hold_until, out);

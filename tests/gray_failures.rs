@@ -6,17 +6,15 @@
 //! do not remove this cause; the first incident finds that the restart does, and the second
 //! incident tries the restart first and heals sooner.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use futures::StreamExt;
 use immune_chaos::follow::{self, Follower, RunEnd};
 use immune_nats::streams::DETECTOR_MODELS;
 use immune_nats::{decode, ActionKind, AuditCode, ChaosRequest, Event, FaultKind, ServiceName};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
+use immune_tests::load::{remove_replicas, Load};
 use immune_tests::{Pipeline, PipelineConfig};
 
 /// The load the test sends the service (the demo's load generator sends 20 requests a second).
@@ -61,7 +59,7 @@ async fn a_latency_fault_is_healed_and_the_second_time_the_restart_comes_first()
             }
         }
     });
-    let load = Load::start(&demo).await;
+    let load = Load::start(&demo, LOAD_RPS).await;
 
     // The learned model of the service, fitted within its warm-up (not its 5-minute baseline).
     let models = bus.bucket(DETECTOR_MODELS).await.expect("models bucket");
@@ -154,86 +152,5 @@ async fn incident(bus: &immune_runtime::Bus, demo: &DemoContainer) -> Incident {
     Incident {
         actions,
         healed_after,
-    }
-}
-
-/// Steady requests to the demo container, as a load generator would send them; bounded by
-/// the test's own end.
-struct Load {
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    async fn start(demo: &DemoContainer) -> Load {
-        let address = demo.address().await.expect("the demo container's address");
-        let url = format!("http://{address}:8080/");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn({
-            let (stop, served) = (stop.clone(), served.clone());
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(1000 / LOAD_RPS));
-                let deadline = Instant::now() + Duration::from_secs(600);
-                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    tick.tick().await;
-                    let (client, url, served) = (client.clone(), url.clone(), served.clone());
-                    tokio::spawn(async move {
-                        if client.get(&url).send().await.is_ok() {
-                            served.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
-                }
-            }
-        });
-        Load { stop, served, task }
-    }
-
-    fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-    }
-}
-
-/// Replicas the executor made (scale out) carry the project's label but are no test's
-/// container: remove them.
-async fn remove_replicas(project: &str) {
-    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("immune.project={project}"),
-                "immune.replica_of".to_string(),
-            ],
-        )])),
-        ..Default::default()
-    };
-    for c in docker
-        .list_containers(Some(options))
-        .await
-        .unwrap_or_default()
-    {
-        if let Some(id) = c.id {
-            let _ = docker
-                .remove_container(
-                    &id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-        }
     }
 }

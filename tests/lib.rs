@@ -13,7 +13,11 @@
 //! - `nats_permissions.rs`: the shipped NATS config refuses what a stage's user may not do,
 //!   and the whole pipeline heals a crash with each stage logged in as its own user.
 //!
-//! The healing flow both heal tests check ([`heal`]) lives here.
+//! - `gray_failures.rs`: a latency fault healed twice, the restart learned the first time.
+//! - `dependency_fault.rs`: errors in `payments` show in its callers; only `payments` is
+//!   acted on.
+//!
+//! The healing flow both heal tests check ([`heal`]) lives here, steady load in [`load`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -27,6 +31,8 @@ use immune_nats::{
 };
 use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{within, DemoContainer, NatsServer, RunningStage, StageProcess};
+
+pub mod load;
 
 /// Configuration of the five stages for one test: one NATS server, one project.
 #[derive(Debug, Clone)]

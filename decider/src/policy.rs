@@ -119,8 +119,11 @@ pub struct Decider {
     /// What each service calls, as its latest anomaly said.
     depends_on: HashMap<ServiceName, Vec<ServiceName>>,
     chaos_runs: HashMap<ServiceName, String>,
-    /// Stopgaps of recovered incidents waiting to be lifted.
+    /// Stopgaps and scale_outs of recovered incidents waiting to be undone.
     lifts: Vec<Lift>,
+    /// Services a scale_in is removing a replica of: the container it was sent for (kept),
+    /// and until when another one dying is expected.
+    scaling_in: HashMap<ServiceName, (String, u64)>,
     /// Anomalies the decider is done with (cleared, or escalated to a human), by id, and
     /// when: a firing of one of them delivered again (its acknowledgement lost in a NATS
     /// restart, say) is old news, not a new fault.
@@ -150,6 +153,7 @@ impl Decider {
             depends_on: HashMap::new(),
             chaos_runs: HashMap::new(),
             lifts: Vec::new(),
+            scaling_in: HashMap::new(),
             settled: HashMap::new(),
         }
     }

@@ -45,6 +45,9 @@ audit_codes! {
     /// An anomaly episode ended.
     AnomalyCleared => "anomaly.cleared",
     // the decider: incidents
+    /// An anomaly the decider caused on purpose (a replica its scale_in is removing): no
+    /// incident.
+    AnomalyExpected => "anomaly.expected",
     /// An incident was opened for an anomaly.
     IncidentOpened => "incident.opened",
     /// A restarted decider took an open incident back.

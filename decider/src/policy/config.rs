@@ -50,6 +50,10 @@ pub struct PolicyConfig {
     /// the incident recovered it is lifted (rps 0, circuit closed), unless the service is
     /// anomalous again by then. 0 keeps them until an operator lifts them.
     pub lift_mitigations_after_ms: u64,
+    /// A replica added by the scale_out of an incident that recovered is removed again
+    /// (scale_in) this long after the recovery, unless the service is anomalous by then
+    /// (looked at again one delay later). 0 keeps the replicas until an operator removes them.
+    pub scale_in_after_ms: u64,
     pub learning: LearningConfig,
 }
 
@@ -77,6 +81,7 @@ impl Default for PolicyConfig {
             recovery_settle_ms: 10_000,
             escalation_webhook: None,
             lift_mitigations_after_ms: 60_000,
+            scale_in_after_ms: 120_000,
             learning: LearningConfig::default(),
         }
     }

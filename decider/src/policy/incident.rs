@@ -55,7 +55,7 @@ pub(super) struct Open {
     pub(super) settle_until: u64,
     pub(super) signals: Vec<String>,
     pub(super) tried: Vec<ActionTried>,
-    /// Stopgaps sent (throttle, open circuit), to lift after recovery.
+    /// Stopgaps sent (throttle, open circuit) and scale_outs, to undo after recovery.
     pub(super) mitigations: Vec<ActionRequest>,
 }
 
@@ -81,6 +81,20 @@ impl Decider {
     ) {
         if self.settled.contains_key(&anomaly.anomaly_id) {
             return; // delivered again after it cleared
+        }
+        if self.removed_on_purpose(anomaly, now_ms) {
+            out.push(Decided {
+                correlation_id: correlation_id.unwrap_or(&anomaly.anomaly_id).to_string(),
+                decision: Decision::Audit {
+                    service: anomaly.service.clone(),
+                    what: AuditCode::AnomalyExpected,
+                    why: "a scale_in is removing a replica of the service".into(),
+                    outcome: format!("{} on {}: no incident", anomaly.signature, anomaly.instance),
+                    action_id: None,
+                },
+            });
+            self.settled.insert(anomaly.anomaly_id.clone(), now_ms);
+            return;
         }
         let service = anomaly.service.clone();
         self.depends_on

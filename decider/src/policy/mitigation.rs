@@ -3,9 +3,13 @@
 //! anomalous again it is kept, and looked at again one lifting delay later (a stopgap left
 //! in place for good would shed users' requests long after the fault is gone); while the
 //! kill switch or a maintenance window holds actions it waits.
+//!
+//! A replica added by a `scale_out` is undone the same way, later (`scale_in_after_ms`): the
+//! load that needed it has passed when the service stayed normal that long. Its removal
+//! stops a container of the service, which the rules see die: while the scale_in runs, a
+//! container of that service other than the one acted on dying is expected, no incident.
 
 use immune_nats::AuditCode;
-use std::collections::BTreeMap;
 
 use immune_nats::{ActionKind, ActionRequest};
 use serde::{Deserialize, Serialize};
@@ -30,15 +34,25 @@ pub(super) fn is_stopgap(request: &ActionRequest) -> bool {
     }
 }
 
-/// The request that undoes a stopgap.
+/// What an incident did that is undone once it recovered: a stopgap, or a scale_out.
+pub(super) fn is_temporary(request: &ActionRequest) -> bool {
+    is_stopgap(request) || request.action == ActionKind::ScaleOut
+}
+
+/// The request that undoes a stopgap or a scale_out.
 pub(super) fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
-    let (key, value) = match stopgap.action {
-        ActionKind::Throttle => ("rps", "0"),
-        _ => ("state", "closed"),
+    let (action, params) = match stopgap.action {
+        ActionKind::Throttle => (ActionKind::Throttle, [("rps", "0")].as_slice()),
+        ActionKind::ScaleOut => (ActionKind::ScaleIn, [].as_slice()),
+        _ => (ActionKind::CircuitBreaker, [("state", "closed")].as_slice()),
     };
     ActionRequest {
         action_id: uuid::Uuid::now_v7().to_string(),
-        params: BTreeMap::from([(key.to_string(), value.to_string())]),
+        action,
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         reason: format!(
             "lift the {} of incident {} ({after_ms} ms after it recovered)",
             stopgap.action, stopgap.incident_id
@@ -48,6 +62,25 @@ pub(super) fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
 }
 
 impl Decider {
+    /// How long after its incident recovered `request` is undone (0: never).
+    pub(super) fn undo_after(&self, request: &ActionRequest) -> u64 {
+        if request.action == ActionKind::ScaleOut {
+            self.config.scale_in_after_ms
+        } else {
+            self.config.lift_mitigations_after_ms
+        }
+    }
+
+    /// A container of `anomaly`'s service other than the one acted on dies while a scale_in
+    /// of that service runs: the replica it removes.
+    pub(super) fn removed_on_purpose(&self, anomaly: &immune_nats::Anomaly, now_ms: u64) -> bool {
+        anomaly.signature == immune_nats::Signature::Crashed
+            && self
+                .scaling_in
+                .get(&anomaly.service)
+                .is_some_and(|(kept, until)| *until > now_ms && *kept != anomaly.container_id)
+    }
+
     /// Lifts the stopgaps that are due, unless their service is anomalous again (kept for
     /// another lifting delay: its new incident decides meanwhile) or the kill switch or a
     /// maintenance window holds actions.
@@ -67,14 +100,18 @@ impl Decider {
                     action_id: Some(lift.request.action_id.clone()),
                 },
             };
+            let delay = match lift.request.action {
+                ActionKind::ScaleIn => self.config.scale_in_after_ms,
+                _ => self.config.lift_mitigations_after_ms,
+            };
             if self.open.contains_key(&service) {
-                let again = now_ms + self.config.lift_mitigations_after_ms;
+                let again = now_ms + delay;
                 out.push(audit(
                     AuditCode::MitigationKept,
                     "the service is anomalous again; its new incident decides".into(),
                     format!(
-                        "{} left as it is; looked at again in {} ms",
-                        lift.request.action, self.config.lift_mitigations_after_ms
+                        "{} not done yet; looked at again in {delay} ms",
+                        lift.request.action
                     ),
                 ));
                 self.lifts.push(Lift { due: again, ..lift });
@@ -86,6 +123,15 @@ impl Decider {
                 continue;
             }
             // (In dry run no stopgap was sent, so none is lifted.)
+            if lift.request.action == ActionKind::ScaleIn {
+                self.scaling_in.insert(
+                    service.clone(),
+                    (
+                        lift.request.container_id.clone(),
+                        now_ms + self.config.action_timeout_ms,
+                    ),
+                );
+            }
             out.push(audit(
                 AuditCode::MitigationLifted,
                 lift.request.reason.clone(),

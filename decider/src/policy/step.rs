@@ -12,7 +12,7 @@ use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
 };
-use super::mitigation::is_stopgap;
+use super::mitigation::is_temporary;
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
 use crate::playbook::{Playbook, Step};
@@ -188,7 +188,7 @@ impl Decider {
             requested_ms: now_ms,
         });
         open.incident.state = IncidentState::Acting;
-        if !self.config.dry_run && is_stopgap(&request) {
+        if !self.config.dry_run && is_temporary(&request) {
             open.mitigations.push(request.clone());
         }
         if self.config.dry_run {

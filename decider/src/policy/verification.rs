@@ -155,13 +155,13 @@ impl Decider {
         );
         open.incident.state = IncidentState::Closed;
         emit_incident(&open, out);
-        let after = self.config.lift_mitigations_after_ms;
-        if after > 0 {
-            for stopgap in open.mitigations.drain(..) {
+        for done in open.mitigations.drain(..) {
+            let after = self.undo_after(&done);
+            if after > 0 {
                 self.lifts.push(Lift {
                     due: now_ms + after,
                     correlation_id: open.correlation_id.clone(),
-                    request: undo(&stopgap, after),
+                    request: undo(&done, after),
                 });
             }
         }

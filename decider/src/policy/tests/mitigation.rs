@@ -108,3 +108,52 @@ fn a_kept_stopgap_is_lifted_once_the_service_is_well_again() {
     assert!(closed(&out), "the circuit left open for good: {out:?}");
     assert_eq!(audits(&out), vec!["mitigation.lifted"]);
 }
+
+#[test]
+fn a_replica_a_scale_out_added_is_removed_later_and_its_removal_is_no_incident() {
+    let mut d = decider(PolicyConfig {
+        scale_in_after_ms: 60_000,
+        ..config()
+    });
+    let out = fire(&mut d, &firing(Signature::Overload), 0);
+    let scale_out = actions(&out).pop().expect("the first step");
+    assert_eq!(scale_out.action, ActionKind::ScaleOut);
+    d.decide(
+        Input::Result(&result_of(&scale_out, ActionOutcome::Succeeded)),
+        100,
+    );
+    fire(&mut d, &cleared_on("orders"), 1_000);
+    assert!(
+        actions(&d.decide(Input::Tick, 60_000)).is_empty(),
+        "not yet"
+    );
+    let out = d.decide(Input::Tick, 61_000);
+    let scale_in = actions(&out).pop().expect("the replica removed again");
+    assert_eq!(scale_in.action, ActionKind::ScaleIn);
+    assert_eq!(scale_in.container_id, scale_out.container_id);
+    assert_eq!(audits(&out), vec!["mitigation.lifted"]);
+
+    // the replica it removes dies: expected, no incident
+    let replica = immune_nats::Anomaly {
+        instance: "orders-2".into(),
+        container_id: "container-orders-2".into(),
+        anomaly_id: "replica-died".into(),
+        ..firing(Signature::Crashed)
+    };
+    let out = fire(&mut d, &replica, 61_500);
+    assert_eq!(audits(&out), vec!["anomaly.expected"]);
+    assert!(actions(&out).is_empty());
+    assert_eq!(d.open_incidents().count(), 0);
+    // the container it was sent for dying is a crash
+    let out = fire(&mut d, &firing(Signature::Crashed), 62_000);
+    assert_eq!(
+        actions(&out).pop().map(|a| a.action),
+        Some(ActionKind::Restart)
+    );
+    assert!(
+        !actions(&d.decide(Input::Tick, 300_000))
+            .iter()
+            .any(|a| a.action == ActionKind::ScaleIn),
+        "scaled in once"
+    );
+}

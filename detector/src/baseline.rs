@@ -44,7 +44,7 @@ mod track;
 
 pub use calibration::MIN_THRESHOLD;
 pub use config::{LearnedConfig, MAX_SEASONAL_WINDOWS, MAX_SEASONS, MAX_SMOOTH};
-pub use explain::classify;
+pub use explain::{classify, only_the_load_moved};
 pub use hysteresis::{Hysteresis, Transition};
 pub use lags::Lags;
 pub use learner::{Judgement, Learned, Learner};

@@ -16,6 +16,11 @@
 //! (round robin spreads calls evenly), so a `scale_out` does not halve every replica's
 //! request rate into a `traffic_drop`, and a model learned on one replica holds for three.
 //!
+//! More users or fewer, all served as usual ([`only_the_load_moved`]: only the request
+//! rate, in-flight and CPU moved, all the same way) is not an anomaly a healer should act on
+//! (a burst, a quiet night): the episode is held back, and fires only if, while it lasts,
+//! users start to feel it (an `overload` when the load is up).
+//!
 //! Pure, like the rules: fed snapshots, returns anomalies to publish and models to store.
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,7 +29,9 @@ use immune_nats::{
     Anomaly, AnomalyState, ContainerEvent, ContainerState, MetricSnapshot, ServiceName,
 };
 
-use crate::baseline::{classify, Learned, LearnedConfig, Learner, Model, Track, Transition};
+use crate::baseline::{
+    classify, only_the_load_moved, Learned, LearnedConfig, Learner, Model, Track, Transition,
+};
 use crate::rules::Finding;
 
 /// The name learned anomalies carry in `Anomaly::detector`.
@@ -53,6 +60,9 @@ pub struct Outcome {
     pub fitted: Option<Model>,
     /// Why a fit failed (counted by the caller).
     pub fit_error: Option<String>,
+    /// The window is over the threshold only because the load moved, users served as
+    /// usual: held back, not fired (counted by the caller).
+    pub only_the_load_moved: bool,
 }
 
 #[derive(Debug)]
@@ -281,9 +291,17 @@ impl LearnedDetector {
         let (Some(judgement), Some(model)) = (step.judgement, learner.model()) else {
             return outcome;
         };
+        // (an episode held back as "only the load moved" fires once users feel it)
+        let held_back = instance.track.is_open() && instance.episode.is_none();
+        let opens = step.transition == Transition::Opened
+            || (step.transition == Transition::Unchanged && held_back);
         match step.transition {
-            Transition::Opened => {
+            _ if opens => {
                 let contributions = model.explain(instance.track.last_vector());
+                if only_the_load_moved(model, &contributions) {
+                    outcome.only_the_load_moved = true;
+                    return outcome;
+                }
                 let signature = classify(model, &contributions);
                 let top = attached(contributions, replicas);
                 let why = top
@@ -368,7 +386,7 @@ impl LearnedDetector {
                     });
                 }
             }
-            Transition::Unchanged => {}
+            Transition::Opened | Transition::Unchanged => {}
         }
         outcome
     }
@@ -536,12 +554,12 @@ mod tests {
         let fired = (0..3)
             .filter_map(|at| {
                 second
-                    .on_snapshot(&snapshot(at, 20.0, 2.0), Context::default())
+                    .on_snapshot(&snapshot(at, 400.0, 50.0), Context::default())
                     .finding
             })
             .next()
             .expect("fires within k windows, no warm-up");
-        assert_eq!(fired.anomaly.signature, Signature::TrafficDrop);
+        assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
     }
 
     #[test]
@@ -777,8 +795,8 @@ mod tests {
         assert_eq!(fired.anomaly.signature, Signature::LatencyUp);
     }
 
-    /// After a `scale_out` each replica takes half the load: that is not a traffic drop, and
-    /// an anomaly on one of them carries the load it saw, for the throttle.
+    /// After a `scale_out` each replica takes half the load: nothing moved for the service,
+    /// and an anomaly on one of them carries the load it saw, for the throttle.
     #[test]
     fn replicas_share_the_load_and_a_scale_out_is_not_a_traffic_drop() {
         let config = LearnedConfig {
@@ -819,16 +837,51 @@ mod tests {
             (20.0..35.0).contains(&rate.value) && (20.0..35.0).contains(&rate.expected),
             "its share of 50 req/s: {rate:?}"
         );
-        // one replica alone at half the load is a traffic drop
+        // one replica alone at half the load is a drop, of the load only: held back
         let (mut alone, _) = trained(&config);
-        let dropped = (start..start + 10).find_map(|at| {
-            alone
-                .on_snapshot(&snapshot(at, 20.0, 25.0), Context::default())
-                .finding
-        });
-        assert_eq!(
-            dropped.map(|f| f.anomaly.signature),
-            Some(Signature::TrafficDrop)
-        );
+        let mut held = false;
+        for at in start..start + 10 {
+            let out = alone.on_snapshot(&snapshot(at, 20.0, 25.0), Context::default());
+            assert!(out.finding.is_none(), "{:?}", out.finding);
+            held |= out.only_the_load_moved;
+        }
+        assert!(held, "over the threshold, the load alone");
+    }
+
+    /// A burst of users served as fast as ever is not an anomaly to act on, nor is a quiet
+    /// period; the same burst slowing the service is, as an overload.
+    #[test]
+    fn only_the_load_moving_is_held_back_until_users_feel_it() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let (mut detector, _) = trained(&config);
+        let start = 60 + SKIPPED;
+        let mut held = 0;
+        for at in start..start + 30 {
+            let out = detector.on_snapshot(&snapshot(at, 20.0, 150.0), Context::default());
+            assert!(out.finding.is_none(), "a burst fired: {:?}", out.finding);
+            held += usize::from(out.only_the_load_moved);
+        }
+        assert!(held > 0, "the burst was over the threshold and held back");
+        let (mut quiet, _) = trained(&config);
+        for at in start..start + 30 {
+            let out = quiet.on_snapshot(&snapshot(at, 20.0, 5.0), Context::default());
+            assert!(
+                out.finding.is_none(),
+                "a quiet period fired: {:?}",
+                out.finding
+            );
+            assert!(at < start + 3 || out.only_the_load_moved);
+        }
+        let fired = (start + 30..start + 40)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&snapshot(at, 400.0, 150.0), Context::default())
+                    .finding
+            })
+            .expect("users feel it: it fires");
+        assert_eq!(fired.anomaly.signature, Signature::Overload);
     }
 }

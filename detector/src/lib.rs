@@ -301,6 +301,12 @@ async fn learn(bus: &Bus, detectors: &mut Detectors, s: &MetricSnapshot) -> Opti
             error,
         });
     }
+    if outcome.only_the_load_moved {
+        bus.telemetry().observe(Observation::Acted {
+            what: "held_only_the_load_moved",
+            service: s.service.as_str(),
+        });
+    }
     if let Some(model) = &outcome.fitted {
         tracing::info!(service = %s.service, vectors = model.fitted_on, components = model.retained(), threshold = model.threshold, "model fitted");
         bus.telemetry().observe(Observation::Acted {

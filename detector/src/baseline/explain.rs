@@ -116,6 +116,30 @@ pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
     }
 }
 
+/// Only the load moved: more users (a burst) or fewer (a quiet night), all served as usual.
+/// Every metric that moved beyond the noise (3 robust scales, 10% of the score) is one that
+/// follows the load (request rate, in-flight, CPU), all the same way as the request rate,
+/// which is among them. Latency, errors, refusals or memory moving too make it something
+/// users feel (an overload, when it is the load).
+pub fn only_the_load_moved(model: &Model, contributions: &[Contribution]) -> bool {
+    let follows_load = [
+        feature::REQUEST_RATE,
+        feature::IN_FLIGHT,
+        feature::CPU_CORES,
+    ];
+    let Some(way) = contributions
+        .iter()
+        .find(|c| c.metric == feature::REQUEST_RATE && model.deviation(c).abs() >= 3.0)
+        .map(|c| c.direction)
+    else {
+        return false;
+    };
+    contributions
+        .iter()
+        .filter(|c| c.share >= 0.10 && model.deviation(c).abs() >= 3.0)
+        .all(|c| c.direction == way && follows_load.contains(&c.metric.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

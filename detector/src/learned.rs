@@ -298,7 +298,7 @@ impl LearnedDetector {
         match step.transition {
             _ if opens => {
                 let contributions = model.explain(instance.track.last_vector());
-                if only_the_load_moved(model, &contributions) {
+                if only_the_load_moved(&contributions) {
                     outcome.only_the_load_moved = true;
                     return outcome;
                 }

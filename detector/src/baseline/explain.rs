@@ -117,27 +117,24 @@ pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
 }
 
 /// Only the load moved: more users (a burst) or fewer (a quiet night), all served as usual.
-/// Every metric that moved beyond the noise (3 robust scales, 10% of the score) is one that
-/// follows the load (request rate, in-flight, CPU), all the same way as the request rate,
-/// which is among them. Latency, errors, refusals or memory moving too make it something
-/// users feel (an overload, when it is the load).
-pub fn only_the_load_moved(model: &Model, contributions: &[Contribution]) -> bool {
+/// Every metric that carries the score (10% of it or more) follows the load (request rate,
+/// in-flight, CPU) and moved the same way as the request rate, which is among them; latency,
+/// errors, refusals or memory carrying a share make it something users feel (an overload,
+/// when it is the load).
+pub fn only_the_load_moved(contributions: &[Contribution]) -> bool {
     let follows_load = [
         feature::REQUEST_RATE,
         feature::IN_FLIGHT,
         feature::CPU_CORES,
     ];
-    let Some(way) = contributions
-        .iter()
-        .find(|c| c.metric == feature::REQUEST_RATE && model.deviation(c).abs() >= 3.0)
+    let carrying = || contributions.iter().filter(|c| c.share >= 0.10);
+    let Some(way) = carrying()
+        .find(|c| c.metric == feature::REQUEST_RATE)
         .map(|c| c.direction)
     else {
         return false;
     };
-    contributions
-        .iter()
-        .filter(|c| c.share >= 0.10 && model.deviation(c).abs() >= 3.0)
-        .all(|c| c.direction == way && follows_load.contains(&c.metric.as_str()))
+    carrying().all(|c| c.direction == way && follows_load.contains(&c.metric.as_str()))
 }
 
 #[cfg(test)]
@@ -204,5 +201,41 @@ mod tests {
         let mut busy = normal(&mut noise);
         busy[0] *= 3.0; // more load, served as fast as ever: no trouble of its own
         assert_ne!(classify(&model, &model.explain(&busy)), Signature::Overload);
+    }
+
+    #[test]
+    fn the_load_alone_is_told_from_what_users_feel() {
+        let c = |metric: &str, share: f64, direction: Direction| Contribution {
+            metric: metric.into(),
+            value: 0.0,
+            expected: 0.0,
+            share,
+            direction,
+        };
+        // seen live on a burst of the demo's load profile: served as usual
+        let burst = [
+            c(feature::REQUEST_RATE, 0.74, Direction::Up),
+            c(feature::CPU_CORES, 0.10, Direction::Up),
+            c(feature::IN_FLIGHT, 0.09, Direction::Up),
+            c(feature::LATENCY_P99_MS, 0.05, Direction::Up),
+        ];
+        assert!(only_the_load_moved(&burst));
+        let quiet = [
+            c(feature::REQUEST_RATE, 0.8, Direction::Down),
+            c(feature::CPU_CORES, 0.2, Direction::Down),
+        ];
+        assert!(only_the_load_moved(&quiet));
+        let overload = [
+            c(feature::REQUEST_RATE, 0.6, Direction::Up),
+            c(feature::LATENCY_P99_MS, 0.3, Direction::Up),
+        ];
+        assert!(!only_the_load_moved(&overload));
+        let burning = [
+            c(feature::CPU_CORES, 0.9, Direction::Up),
+            c(feature::REQUEST_RATE, 0.1, Direction::Down),
+        ];
+        assert!(!only_the_load_moved(&burning), "CPU up while the load fell");
+        let leak = [c(feature::MEMORY_BYTES, 1.0, Direction::Up)];
+        assert!(!only_the_load_moved(&leak));
     }
 }

@@ -61,7 +61,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             cooldown_ms: 10_000,
-            verify_deadline_ms: 30_000,
+            verify_deadline_ms: 15_000,
             action_timeout_ms: 30_000,
             stop_grace_s: 1,
             playbook_file: None,

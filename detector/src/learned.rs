@@ -294,7 +294,7 @@ impl LearnedDetector {
         // (an episode held back as "only the load moved" fires once users feel it)
         let held_back = instance.track.is_open() && instance.episode.is_none();
         let opens = step.transition == Transition::Opened
-            || (step.transition == Transition::Unchanged && held_back);
+            || (step.transition == Transition::Unchanged && held_back && judgement.exceeds);
         match step.transition {
             _ if opens => {
                 let contributions = model.explain(instance.track.last_vector());
@@ -806,8 +806,18 @@ mod tests {
         let (mut detector, _) = trained(&config);
         let start = 60 + SKIPPED;
         let a = samples::metric_snapshot().instance; // the replica it was trained on
+                                                     // each replica serves half of what one served alone, noise included
+        let half = |at, p99| {
+            let mut s = snapshot(at, p99, 50.0);
+            if let Some(rate) = s.features.get_mut(feature::REQUEST_RATE) {
+                *rate /= 2.0;
+            }
+            s
+        };
         for at in start..start + 100 {
-            for replica in [a.as_str(), "b"] {
+            // (the new replica's first served snapshot comes first: in the other order the
+            // original's one window at half the load, counted alone, dips)
+            for replica in ["b", a.as_str()] {
                 let out = detector
                     .on_snapshot(&on(replica, snapshot(at, 20.0, 25.0)), Context::default());
                 assert!(
@@ -820,9 +830,9 @@ mod tests {
         // one replica slows: it fires latency, with the request rate it served
         let fired = (start + 100..start + 110)
             .find_map(|at| {
-                detector.on_snapshot(&on("b", snapshot(at, 20.0, 25.0)), Context::default());
+                detector.on_snapshot(&on("b", half(at, 20.0)), Context::default());
                 detector
-                    .on_snapshot(&on(&a, snapshot(at, 400.0, 25.0)), Context::default())
+                    .on_snapshot(&on(&a, half(at, 400.0)), Context::default())
                     .finding
             })
             .expect("the slow replica fires");
@@ -841,7 +851,7 @@ mod tests {
         let (mut alone, _) = trained(&config);
         let mut held = false;
         for at in start..start + 10 {
-            let out = alone.on_snapshot(&snapshot(at, 20.0, 25.0), Context::default());
+            let out = alone.on_snapshot(&half(at, 20.0), Context::default());
             assert!(out.finding.is_none(), "{:?}", out.finding);
             held |= out.only_the_load_moved;
         }

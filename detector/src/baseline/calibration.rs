@@ -63,18 +63,18 @@ mod tests {
             over <= 10,
             "{over} of 1000 normal levels over the threshold"
         );
-        // One window of 15% more p99 latency among normal ones: its own score is well over
+        // One window of twice the p99 latency among normal ones: its own score is well over
         // the threshold, its level is not. (A far larger spike still carries the level: the
         // mean is geometric, not a median.)
         let mut spike = normal(&mut noise);
-        spike[3] *= 1.15;
+        spike[3] *= 2.0;
         let judged = learner.judge(&spike, &mut series).expect("fitted");
         assert!(judged.score.score > judged.threshold, "{judged:?}");
         assert!(!judged.exceeds, "a lone spike is damped: {judged:?}");
         // The same shift, sustained: over within the smoothing window.
         let sustained = (0..5).any(|_| {
             let mut x = normal(&mut noise);
-            x[3] *= 1.15;
+            x[3] *= 2.0;
             learner.judge(&x, &mut series).expect("fitted").exceeds
         });
         assert!(sustained, "a sustained shift is caught within 5 windows");

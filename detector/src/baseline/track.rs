@@ -137,10 +137,10 @@ mod tests {
             track.step(&mut learner, &normal(&mut noise));
         }
         assert!(learner.model().is_some());
-        // p99 latency twice as high from now on, for good.
+        // p99 latency three times as high from now on, for good.
         let shifted = |noise: &mut Noise| {
             let mut x = normal(noise);
-            x[3] *= 2.0;
+            x[3] *= 3.0;
             x
         };
         let transitions: Vec<Transition> = (0..60)

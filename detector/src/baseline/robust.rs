@@ -51,7 +51,9 @@ pub(super) fn robust_stats(column: &mut [f64], name: &str) -> (f64, f64) {
 /// defaults: 5, 10, 25, 50, 100 ms ...), so a few slower requests move a quantile by up to a
 /// bucket: +70% live, p99 from 25 to 42 ms during a burst users did not feel. Their floor is
 /// half their level (at least 5 ms), so 3 robust scales means latency 2.5 times its normal
-/// (a 400 ms fault on a 25 ms service is 32 scales).
+/// (a 400 ms fault on a 25 ms service is 32 scales). The collector's `/health` probe takes
+/// under a millisecond and a few more on a busy host (0.8 to 4.2 ms seen live, fault-free):
+/// the same floor; a hung service is the rules' (failed probes), not a latency.
 fn operational_floor(column: &str, median: f64) -> f64 {
     use immune_nats::feature;
     let base = column.split('@').next().unwrap_or(column);
@@ -59,10 +61,10 @@ fn operational_floor(column: &str, median: f64) -> f64 {
     match base {
         feature::MEMORY_BYTES => (4.0 * 1024.0 * 1024.0_f64).max(0.05 * level),
         feature::CPU_CORES => 0.02,
-        feature::LATENCY_P50_MS | feature::LATENCY_P95_MS | feature::LATENCY_P99_MS => {
-            5.0_f64.max(0.5 * level)
-        }
-        feature::PROBE_LATENCY_MS => 1.0_f64.max(0.05 * level),
+        feature::LATENCY_P50_MS
+        | feature::LATENCY_P95_MS
+        | feature::LATENCY_P99_MS
+        | feature::PROBE_LATENCY_MS => 5.0_f64.max(0.5 * level),
         feature::ERROR_RATIO | feature::MEMORY_RATIO => 0.01,
         feature::REQUEST_RATE | feature::REJECTED_RATE | feature::IN_FLIGHT => {
             0.5_f64.max(0.05 * level)
@@ -87,12 +89,12 @@ mod tests {
             "a bucket's move: {median} ± {scale}"
         );
         assert!((425.0 - median) / scale > 30.0, "a 400 ms fault");
-        let mut probe: Vec<f64> = vec![0.85; 300];
+        // the probe on a busy host, seen live fault-free: 0.84 then 4.2 ms
+        let mut probe: Vec<f64> = vec![0.84; 300];
         let (median, scale) = robust_stats(&mut probe, feature::PROBE_LATENCY_MS);
-        assert_eq!(
-            (median, scale),
-            (0.85, 1.0),
-            "probe latency keeps its 1 ms floor"
+        assert!(
+            (4.2 - median) / scale < 1.0,
+            "probe jitter: {median} ± {scale}"
         );
     }
 }

@@ -24,12 +24,28 @@ impl Bus {
         spec: ConsumerSpec,
         max_batch: Option<usize>,
     ) -> Result<Inbox, BusError> {
+        let messages =
+            super::provision::patiently(spec.durable, || self.open_messages(spec, max_batch))
+                .await?;
+        Ok(Inbox {
+            bus: self.clone(),
+            spec,
+            max_batch,
+            messages,
+        })
+    }
+
+    async fn open_messages(
+        &self,
+        spec: ConsumerSpec,
+        max_batch: Option<usize>,
+    ) -> Result<jetstream::consumer::pull::Stream, BusError> {
         let consumer = self.consumer(spec).await?;
         let provision = |e: String| BusError::Provision {
             what: format!("consumer {}", spec.durable),
             reason: e,
         };
-        let messages = match max_batch {
+        match max_batch {
             None => consumer.messages().await,
             Some(n) => {
                 consumer
@@ -39,13 +55,7 @@ impl Bus {
                     .await
             }
         }
-        .map_err(|e| provision(e.to_string()))?;
-        Ok(Inbox {
-            bus: self.clone(),
-            spec,
-            max_batch,
-            messages,
-        })
+        .map_err(|e| provision(e.to_string()))
     }
 
     /// Stores a message the stage cannot use, with the reason.

@@ -36,6 +36,7 @@ use crate::telemetry::{Observation, Telemetry};
 use crate::Delivery;
 
 pub use inbox::Inbox;
+pub use provision::PROVISION_PATIENCE;
 pub use refusals::permission_violation;
 use refusals::{inbox_prefix, on_connection_event, Refusals};
 
@@ -232,7 +233,7 @@ impl Bus {
             publish_attempts: config.publish_attempts.max(1),
             refusals,
         };
-        bus.provision_streams().await?;
+        provision::patiently("streams", || bus.provision_streams()).await?;
         Ok(bus)
     }
 

@@ -1,10 +1,46 @@
 //! Streams, consumers and key-value buckets of the contract: created when missing, updated
 //! to this build's configuration where the stage's user may.
+//!
+//! A stage provisions as it starts, right after it connected; a NATS server restarting just
+//! then (or JetStream not answering yet) is waited out for [`PROVISION_PATIENCE`], so the
+//! stage starts once it is back instead of exiting. A refusal (the user may not) is not
+//! retried, and a failure that outlasts the patience stops the stage with its error.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use immune_nats::streams::{BucketSpec, ConsumerSpec, ALL_STREAMS, DUPLICATE_WINDOW};
 
 use super::{backoff, Bus, BusError};
+
+/// How long a provisioning step NATS does not answer is retried: longer than a server
+/// restart, short enough that a real misconfiguration still stops the stage with its error.
+pub const PROVISION_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `step` until it succeeds, retrying what NATS may answer once it is back (provision
+/// and key-value failures) for [`PROVISION_PATIENCE`].
+pub(super) async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BusError>>,
+{
+    let deadline = Instant::now() + PROVISION_PATIENCE;
+    let mut attempt = 0u32;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(e @ (BusError::Provision { .. } | BusError::KeyValue { .. }))
+                if Instant::now() < deadline =>
+            {
+                attempt += 1;
+                tracing::warn!(what, attempt, error = %e, "NATS cannot provision yet; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 impl Bus {
     pub(super) async fn provision_streams(&self) -> Result<(), BusError> {
@@ -123,8 +159,13 @@ impl Bus {
         }
     }
 
-    /// A key-value bucket, created when missing.
+    /// A key-value bucket, created when missing (waiting out a NATS restart, see the module
+    /// header).
     pub async fn bucket(&self, spec: BucketSpec) -> Result<kv::Store, BusError> {
+        patiently(spec.name, || self.bucket_once(spec)).await
+    }
+
+    async fn bucket_once(&self, spec: BucketSpec) -> Result<kv::Store, BusError> {
         match self.js.get_key_value(spec.name).await {
             Ok(store) => Ok(store),
             Err(_) => self
@@ -147,5 +188,44 @@ impl Bus {
                         })
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_provisioning_step_waits_out_a_restart_but_not_a_refusal() {
+        let tries = AtomicU32::new(0);
+        let done = patiently("streams", || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(BusError::Provision {
+                    what: "streams".into(),
+                    reason: "no responders".into(),
+                }),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(done.ok(), Some(2), "succeeded on the third try");
+
+        let refused = AtomicU32::new(0);
+        let out: Result<(), BusError> = patiently("streams", || async {
+            refused.fetch_add(1, Ordering::SeqCst);
+            Err(BusError::PermissionDenied {
+                operation: "create".into(),
+                subject: "$JS.API.STREAM.CREATE.X".into(),
+            })
+        })
+        .await;
+        assert!(matches!(out, Err(BusError::PermissionDenied { .. })));
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            1,
+            "a refusal is not retried"
+        );
     }
 }

@@ -34,6 +34,10 @@ pub(super) fn is_stopgap(request: &ActionRequest) -> bool {
     }
 }
 
+/// How long after a scale_in's result the death of the replica it removed may still arrive
+/// (the die event travels collector → detector → decider, tens of milliseconds live).
+pub(super) const REMOVAL_GRACE_MS: u64 = 2_000;
+
 /// What an incident did that is undone once it recovered: a stopgap, or a scale_out.
 pub(super) fn is_temporary(request: &ActionRequest) -> bool {
     is_stopgap(request) || request.action == ActionKind::ScaleOut
@@ -79,6 +83,14 @@ impl Decider {
                 .scaling_in
                 .get(&anomaly.service)
                 .is_some_and(|(kept, until)| *until > now_ms && *kept != anomaly.container_id)
+    }
+
+    /// The scale_in of `service` has ended: a death its removal causes is reported within
+    /// [`REMOVAL_GRACE_MS`]; another replica dying after that is a crash again.
+    pub(super) fn scale_in_done(&mut self, service: &immune_nats::ServiceName, now_ms: u64) {
+        if let Some((_, until)) = self.scaling_in.get_mut(service) {
+            *until = (*until).min(now_ms + REMOVAL_GRACE_MS);
+        }
     }
 
     /// Lifts the stopgaps that are due, unless their service is anomalous again (kept for

@@ -4,7 +4,7 @@
 //! of its stopgaps and gives its dependents and its service's other anomalies time to clear.
 
 use immune_nats::AuditCode;
-use immune_nats::{ActionOutcome, ActionResult, IncidentState, ServiceName};
+use immune_nats::{ActionKind, ActionOutcome, ActionResult, IncidentState, ServiceName};
 
 use super::incident::{emit_audit, emit_incident, emit_value, note, Phase};
 use super::mitigation::{undo, Lift};
@@ -14,6 +14,9 @@ use crate::learning::Outcome;
 
 impl Decider {
     pub(super) fn on_result(&mut self, result: &ActionResult, now_ms: u64, out: &mut Vec<Decided>) {
+        if result.action == ActionKind::ScaleIn {
+            self.scale_in_done(&result.service, now_ms);
+        }
         let Some(open) = self.open.get_mut(&result.service) else {
             return;
         };

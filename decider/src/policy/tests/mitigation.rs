@@ -150,6 +150,22 @@ fn a_replica_a_scale_out_added_is_removed_later_and_its_removal_is_no_incident()
         actions(&out).pop().map(|a| a.action),
         Some(ActionKind::Restart)
     );
+    // the scale_in done, another replica dying later is a crash again
+    d.decide(
+        Input::Result(&result_of(&scale_in, ActionOutcome::Succeeded)),
+        62_100,
+    );
+    let other = immune_nats::Anomaly {
+        instance: "orders-3".into(),
+        container_id: "container-orders-3".into(),
+        anomaly_id: "another-replica-died".into(),
+        ..firing(Signature::Crashed)
+    };
+    let out = fire(&mut d, &other, 62_100 + 2_001);
+    assert!(
+        !audits(&out).contains(&"anomaly.expected"),
+        "a crash after the grace: {out:?}"
+    );
     assert!(
         !actions(&d.decide(Input::Tick, 300_000))
             .iter()

@@ -66,12 +66,12 @@ pub(super) fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
 }
 
 impl Decider {
-    /// How long after its incident recovered `request` is undone (0: never).
-    pub(super) fn undo_after(&self, request: &ActionRequest) -> u64 {
-        if request.action == ActionKind::ScaleOut {
-            self.config.scale_in_after_ms
-        } else {
-            self.config.lift_mitigations_after_ms
+    /// How long after its incident recovered a temporary action (or its undoing, `action`)
+    /// is undone, and how long a kept undoing waits before it is looked at again (0: never).
+    pub(super) fn undo_after(&self, action: ActionKind) -> u64 {
+        match action {
+            ActionKind::ScaleOut | ActionKind::ScaleIn => self.config.scale_in_after_ms,
+            _ => self.config.lift_mitigations_after_ms,
         }
     }
 
@@ -112,10 +112,7 @@ impl Decider {
                     action_id: Some(lift.request.action_id.clone()),
                 },
             };
-            let delay = match lift.request.action {
-                ActionKind::ScaleIn => self.config.scale_in_after_ms,
-                _ => self.config.lift_mitigations_after_ms,
-            };
+            let delay = self.undo_after(lift.request.action);
             if self.open.contains_key(&service) {
                 let again = now_ms + delay;
                 out.push(audit(

@@ -159,7 +159,7 @@ impl Decider {
         open.incident.state = IncidentState::Closed;
         emit_incident(&open, out);
         for done in open.mitigations.drain(..) {
-            let after = self.undo_after(&done);
+            let after = self.undo_after(done.action);
             if after > 0 {
                 self.lifts.push(Lift {
                     due: now_ms + after,

@@ -61,20 +61,27 @@ async fn a_restarted_detector_resumes_its_model_without_warm_up() {
             .expect("publish");
     }
     let store = bus.bucket(DETECTOR_MODELS).await.expect("bucket");
+    // A warm-up model is stored after 30 vectors, then the one fitted on the whole baseline.
     within(
         Duration::from_secs(20),
-        "the fitted model in the bucket",
+        "the model fitted on the whole baseline in the bucket",
         async {
             loop {
-                if store.get(service.as_str()).await.ok().flatten().is_some() {
-                    return;
+                if let Ok(Some(model)) = immune_detector::snapshot::load(&store, &service).await {
+                    if model.fitted_on >= 60 {
+                        return;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         },
     )
     .await;
-    assert_eq!(first.telemetry.count("acted", "model_fitted"), 1);
+    assert_eq!(
+        first.telemetry.count("acted", "model_fitted"),
+        2,
+        "the warm-up fit and the baseline refit"
+    );
     first.stop().await;
 
     // Second life: three slow windows fire at once (k = 3), no new baseline needed.

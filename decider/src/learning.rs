@@ -2,7 +2,7 @@
 //! outcomes (one-step Q-learning: every action ends its episode, so the update is
 //! `Q += alpha * (reward - Q)`). The reward is +1 for a recovery, minus a penalty per second
 //! to recover (at most [`MAX_TIME_PENALTY`]) and per unit of risk (disruption); a failed or
-//! unverified action earns -1 minus the risk penalty. An untried action is worth 0, so one
+//! unverified action earns -1 minus the risk penalty (a refused one did nothing and earns nothing). An untried action is worth 0, so one
 //! failure puts an action below every untried one and (at the default penalties) one
 //! recovery above them: with a wrong prior, the first incident walks to the fix and the next
 //! one starts with it. The values reorder a playbook within its safety limits: only steps at

@@ -50,6 +50,7 @@ fn result_of(request: &ActionRequest, outcome: ActionOutcome) -> ActionResult {
         error: (outcome != ActionOutcome::Succeeded).then(|| "test says no".to_string()),
         duration_ms: 5,
         finished_ms: 0,
+        replaced_by: None,
     }
 }
 

@@ -63,6 +63,8 @@ pub(crate) struct Executor {
 struct Done {
     outcome: Result<String, ActError>,
     duration: Duration,
+    /// The container a recreate or a rollback left under the target's name.
+    replaced_by: Option<String>,
 }
 
 impl Executor {
@@ -124,6 +126,7 @@ impl Executor {
             Ok(Done {
                 outcome: Err(ActError::Refused(why)),
                 duration: Duration::ZERO,
+                replaced_by: None,
             })
         };
         let step = match plan::plan(request) {
@@ -154,6 +157,7 @@ impl Executor {
                          with half the request's timeout spent): {error}"
                     ))),
                     duration: Duration::from_millis(for_ms),
+                    replaced_by: None,
                 })
             }
         };
@@ -169,12 +173,14 @@ impl Executor {
                         request.container_id
                     ))),
                     duration: Duration::ZERO,
+                    replaced_by: None,
                 })
             }
             Err(e) => {
                 return Ok(Done {
                     outcome: Err(ActError::Failed(e.to_string())),
                     duration: Duration::ZERO,
+                    replaced_by: None,
                 })
             }
         };
@@ -209,9 +215,17 @@ impl Executor {
                 self.action_limit(request).saturating_sub(begun.elapsed()),
             )
             .await;
+        let duration = started.elapsed();
+        let replaced_by = match (&outcome, &step) {
+            (Ok(_), Step::Recreate { .. } | Step::Rollback { .. }) => {
+                self.replacement(&target).await
+            }
+            _ => None,
+        };
         let done = Done {
             outcome,
-            duration: started.elapsed(),
+            duration,
+            replaced_by,
         };
         if held.lost() {
             self.telemetry().failed("lock_lost", &lock_key);
@@ -222,6 +236,18 @@ impl Executor {
         }
         held.release().await;
         Ok(done)
+    }
+
+    /// The container now under `target`'s name, when it is another one than `target`.
+    async fn replacement(&self, target: &Target) -> Option<String> {
+        match self.actuators.docker.target(&target.managed.name).await {
+            Ok(now) if now.managed.id != target.managed.id => Some(now.managed.id),
+            Ok(_) => None,
+            Err(e) => {
+                self.telemetry().failed("inspect_replacement", &e);
+                None
+            }
+        }
     }
 
     /// How long a request may take: its own timeout, capped by `max_action_ms`.
@@ -366,6 +392,7 @@ impl Executor {
             error,
             duration_ms: done.duration.as_millis() as u64,
             finished_ms: now_ms(),
+            replaced_by: done.replaced_by.clone(),
         };
         // The event id follows the action id, so a result built twice is still one event.
         let mut envelope = Envelope::new(

@@ -64,6 +64,7 @@ async fn restart_pause_unpause_and_limits() {
         result.error
     );
     assert!(demo.running().await, "running again after the restart");
+    assert_eq!(result.replaced_by, None, "a restart keeps the container");
     assert_ne!(
         started_at(&docker, &demo.id).await,
         before,
@@ -153,6 +154,10 @@ async fn recreate_keeps_name_config_and_network_aliases() {
     );
     let now = inspect(&docker, &demo.name).await;
     assert_ne!(now.id.as_deref(), Some(demo.id.as_str()), "a new container");
+    assert_eq!(
+        result.replaced_by, now.id,
+        "the result names the container that took the target's place"
+    );
     assert_eq!(now.state.as_ref().and_then(|s| s.running), Some(true));
     let config = now.config.clone().expect("config");
     assert!(config
@@ -290,6 +295,10 @@ async fn rollback_recreates_from_the_previous_image() {
         result.error
     );
     let now = inspect(&docker, &demo.name).await;
+    assert_eq!(
+        result.replaced_by, now.id,
+        "the container in the target's place"
+    );
     let config = now.config.expect("config");
     assert_eq!(
         config.image.as_deref(),

@@ -445,6 +445,11 @@ pub struct ActionResult {
     pub error: Option<String>,
     pub duration_ms: u64,
     pub finished_ms: u64,
+    /// The container that now stands where the target stood, when the action put another
+    /// one there under the same name (a recreate, a rollback): what the next action on the
+    /// instance is sent to. `None` when the target kept its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 /// A fault the chaos stage can inject.

@@ -140,6 +140,7 @@ pub fn action_result() -> ActionResult {
         error: None,
         duration_ms: 640,
         finished_ms: T0 + 640,
+        replaced_by: None,
     }
 }
 

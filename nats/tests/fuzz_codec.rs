@@ -573,6 +573,7 @@ fn action_result() -> impl Strategy<Value = Event> {
         prop::option::of(text()),
         any::<u64>(),
         any::<u64>(),
+        prop::option::of(text()),
     )
         .prop_map(
             |(
@@ -582,6 +583,7 @@ fn action_result() -> impl Strategy<Value = Event> {
                 error,
                 duration_ms,
                 finished_ms,
+                replaced_by,
             )| {
                 Event::ActionResult(ActionResult {
                     action_id,
@@ -593,6 +595,7 @@ fn action_result() -> impl Strategy<Value = Event> {
                     error,
                     duration_ms,
                     finished_ms,
+                    replaced_by,
                 })
             },
         )

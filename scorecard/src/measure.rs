@@ -402,6 +402,7 @@ mod tests {
                 error: None,
                 duration_ms: took,
                 finished_ms: finished,
+                replaced_by: None,
             }),
         )
     }

@@ -196,6 +196,7 @@ fn a_chaos_run_tells_its_story_from_fault_to_recovery() {
             error: None,
             duration_ms: 480,
             finished_ms: 16,
+            replaced_by: None,
         }),
     ));
     view.apply(&envelope(17, run, anomaly(AnomalyState::Cleared)));

@@ -47,7 +47,7 @@ impl Decider {
                 "trying the next step".into(),
             );
             let detail = format!("denied by {}", approval.by);
-            self.step_failed(&approval.service, "denied", detail, now_ms, out);
+            self.step_failed(&approval.service, "denied", detail, false, now_ms, out);
         }
     }
 }

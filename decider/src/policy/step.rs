@@ -41,12 +41,15 @@ impl Decider {
         }
     }
 
-    /// The step in progress did not bring the service back: learn from it, move on.
+    /// The step in progress did not bring the service back: learn from it when it was
+    /// carried out (`carried_out`: a refused action did nothing, so it says nothing of
+    /// whether it repairs the fault), move on.
     pub(super) fn step_failed(
         &mut self,
         service: &ServiceName,
         outcome: &str,
         detail: String,
+        carried_out: bool,
         now_ms: u64,
         out: &mut Vec<Decided>,
     ) {
@@ -69,8 +72,10 @@ impl Decider {
                     tried.outcome = outcome.to_string();
                     tried.detail = detail;
                 }
-                let value = self.values.update(signature, &step, Outcome::NotRecovered);
-                emit_value(open, out, signature, step.action, value);
+                if carried_out {
+                    let value = self.values.update(signature, &step, Outcome::NotRecovered);
+                    emit_value(open, out, signature, step.action, value);
+                }
             }
         }
         open.next += 1;

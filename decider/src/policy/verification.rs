@@ -36,6 +36,19 @@ impl Decider {
         );
         match result.outcome {
             ActionOutcome::Succeeded => {
+                if let Some(replacement) = &result.replaced_by {
+                    // a recreate or a rollback: the instance lives in another container now,
+                    // and the next step goes there
+                    note(
+                        open,
+                        now_ms,
+                        format!(
+                            "{} now runs in container {replacement}",
+                            open.anomaly.instance
+                        ),
+                    );
+                    open.anomaly.container_id = replacement.clone();
+                }
                 if open.cleared {
                     self.recover(&result.service, now_ms, out);
                     return;
@@ -60,7 +73,8 @@ impl Decider {
                     why.clone(),
                     format!("{} {outcome}; trying the next step", result.action),
                 );
-                self.step_failed(&result.service, &outcome, why, now_ms, out);
+                let carried_out = result.outcome != ActionOutcome::Refused;
+                self.step_failed(&result.service, &outcome, why, carried_out, now_ms, out);
             }
         }
     }
@@ -110,7 +124,8 @@ impl Decider {
                 Phase::Pending { .. } => continue,
             };
             emit_audit(open, out, what, why.clone(), "trying the next step".into());
-            self.step_failed(&service, outcome, why, now_ms, out);
+            let carried_out = !matches!(open.phase, Phase::Held { .. });
+            self.step_failed(&service, outcome, why, carried_out, now_ms, out);
         }
         self.retry_pending(now_ms, out);
     }

@@ -68,9 +68,14 @@ impl Model {
     }
 }
 
+/// In flight this many times what the request rate explains (its normal level scaled by
+/// the rate's rise, at least one request) is requests piling up.
+const PILING_FACTOR: f64 = 2.0;
+
 /// Names the kind of trouble from the explanation. A metric counts when it carries at least
-/// 10% of the score and moved at least 3 robust scales; a request rate 3 robust scales above
-/// normal with latency or errors up is an overload (the load causes the rest); otherwise
+/// 10% of the score and moved at least 3 robust scales; requests piling up in flight count
+/// as latency; a request rate 3 robust scales above normal with latency or errors up is an
+/// overload (the load causes the rest); otherwise
 /// errors outrank latency (errors usually bring latency with them), latency outranks
 /// resources, traffic comes last.
 pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
@@ -95,15 +100,28 @@ pub fn classify(model: &Model, contributions: &[Contribution]) -> Signature {
             && c.direction == Direction::Up
             && model.deviation(c) >= 3.0
     });
-    let suffering = moved(feature::ERROR_RATIO, Direction::Up)
-        || latency.iter().any(|m| moved(m, Direction::Up));
+    // Requests piling up: more in flight than the request rate explains (Little's law: in
+    // flight = rate x time in the service, so each request takes longer), latency that the
+    // quantiles of the requests already finished do not show yet.
+    let rate_rise = contributions
+        .iter()
+        .find(|c| c.metric == feature::REQUEST_RATE)
+        .map_or(1.0, |r| r.value / r.expected.max(1e-9))
+        .max(1.0);
+    let piling = moved(feature::IN_FLIGHT, Direction::Up)
+        && contributions.iter().any(|c| {
+            c.metric == feature::IN_FLIGHT
+                && c.value > PILING_FACTOR * rate_rise * c.expected.max(1.0)
+        });
+    let slower = piling || latency.iter().any(|m| moved(m, Direction::Up));
+    let suffering = moved(feature::ERROR_RATIO, Direction::Up) || slower;
     if busier && suffering {
         Signature::Overload
     } else if moved(feature::ERROR_RATIO, Direction::Up) {
         Signature::ErrorsUp
     } else if moved(feature::REJECTED_RATE, Direction::Up) {
         Signature::AttackBurst
-    } else if latency.iter().any(|m| moved(m, Direction::Up)) {
+    } else if slower {
         Signature::LatencyUp
     } else if moved(feature::CPU_CORES, Direction::Up)
         || moved(feature::MEMORY_BYTES, Direction::Up)
@@ -140,7 +158,7 @@ pub fn only_the_load_moved(contributions: &[Contribution]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baseline::fixtures::{fitted, normal};
+    use crate::baseline::fixtures::{fitted, normal, Noise};
     use crate::baseline::LearnedConfig;
 
     #[test]
@@ -201,6 +219,42 @@ mod tests {
         let mut busy = normal(&mut noise);
         busy[0] *= 3.0; // more load, served as fast as ever: no trouble of its own
         assert_ne!(classify(&model, &model.explain(&busy)), Signature::Overload);
+    }
+
+    #[test]
+    fn requests_piling_up_in_flight_are_latency_before_the_quantiles_show_it() {
+        let mut noise = Noise::seeded(11);
+        // rate, p50 latency (ms), in flight = rate x latency
+        let row = |noise: &mut Noise| {
+            let rate = 20.0 + 2.0 * noise.centred();
+            let p50 = 17.0 + noise.centred();
+            vec![
+                rate,
+                p50,
+                (rate * p50 / 1000.0 + 0.3 * noise.centred()).max(0.0),
+            ]
+        };
+        let rows: Vec<Vec<f64>> = (0..600).map(|_| row(&mut noise)).collect();
+        let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+        let columns = [
+            feature::REQUEST_RATE,
+            feature::LATENCY_P50_MS,
+            feature::IN_FLIGHT,
+        ]
+        .map(String::from)
+        .to_vec();
+        let model = Model::fit(columns, &refs, &LearnedConfig::default()).expect("fits");
+        let signature = |x: &[f64]| classify(&model, &model.explain(x));
+        // the same load, 22 in flight where 1 is usual, the finished ones still fast
+        assert_eq!(signature(&[21.0, 17.5, 22.0]), Signature::LatencyUp);
+        // twice the load and 22 in flight: more than the load explains, an overload
+        assert_eq!(signature(&[40.0, 17.5, 22.0]), Signature::Overload);
+        // twice the load, twice in flight: served as usual, no latency of its own
+        let busy = signature(&[40.0, 17.5, 0.7]);
+        assert!(
+            ![Signature::LatencyUp, Signature::Overload].contains(&busy),
+            "{busy}"
+        );
     }
 
     #[test]

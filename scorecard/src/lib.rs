@@ -25,7 +25,7 @@ use immune_runtime::Bus;
 
 use crate::baseline::BaselineRun;
 use crate::deployment::{read_stage, stage_containers, StackSpec, StageReading};
-use crate::measure::{measure, open_anomalies, Trial};
+use crate::measure::{measure, open_anomalies, open_incidents, Trial};
 use crate::observe::{Prober, Recorder};
 use crate::report::{FaultFree, Report, StageFigures, Timeline};
 
@@ -402,6 +402,9 @@ async fn warm_up(ctx: &Ctx<'_>) -> Result<(), ScorecardError> {
     }
 }
 
+/// How long a trial waits for other services' incidents to end before it starts anyway.
+const OTHERS_SETTLE: Duration = Duration::from_secs(120);
+
 /// The fault-free period: incidents and actions counted, stage figures read at both ends.
 async fn fault_free(ctx: &Ctx<'_>) -> Result<FaultFree, ScorecardError> {
     let http = reqwest::Client::new();
@@ -439,9 +442,12 @@ async fn fault_free(ctx: &Ctx<'_>) -> Result<FaultFree, ScorecardError> {
     })
 }
 
-/// The target is steady: `/health` passes and no incident of it is open.
+/// The target is steady: `/health` passes and no incident of it is open, nor (for up to
+/// [`OTHERS_SETTLE`]) of any other service, so a caller still recovering from the last
+/// trial's fault does not act during this one.
 async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), ScorecardError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(180);
     loop {
         let open = ctx
             .recorder
@@ -468,7 +474,15 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
             let anomalies = ctx
                 .recorder
                 .with_all(|seen| open_anomalies(seen, &ctx.config.target, &running));
-            if anomalies.is_empty() {
+            let others = ctx.recorder.with_all(|seen| open_incidents(seen));
+            let others_settled = others.is_empty() || started.elapsed() > OTHERS_SETTLE;
+            if anomalies.is_empty() && others_settled {
+                if !others.is_empty() {
+                    tracing::warn!(
+                        ?others,
+                        "other services' incidents still open; trial starts anyway"
+                    );
+                }
                 return Ok(());
             }
         }

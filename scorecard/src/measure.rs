@@ -280,6 +280,32 @@ pub fn open_anomalies<'a>(
     open
 }
 
+/// The services with an incident still open in `seen` (opened and not yet recovered,
+/// escalated or closed), each once, in the order their incidents opened.
+pub fn open_incidents<'a>(seen: impl IntoIterator<Item = &'a Envelope>) -> Vec<String> {
+    let mut last: Vec<(&str, &str, IncidentState)> = Vec::new();
+    for envelope in seen {
+        let Event::Incident(i) = &envelope.body else {
+            continue;
+        };
+        match last.iter_mut().find(|(id, _, _)| *id == i.incident_id) {
+            Some(entry) => entry.2 = i.state,
+            None => last.push((&i.incident_id, i.service.as_str(), i.state)),
+        }
+    }
+    let mut open: Vec<String> = Vec::new();
+    for (_, service, state) in last {
+        let ended = matches!(
+            state,
+            IncidentState::Recovered | IncidentState::Escalated | IncidentState::Closed
+        );
+        if !ended && !open.iter().any(|s| s == service) {
+            open.push(service.to_string());
+        }
+    }
+    open
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -582,5 +608,28 @@ mod tests {
         assert_eq!(open_anomalies(&seen, "payments", &running), vec!["b"]);
         assert!(open_anomalies(&seen, "orders", &running).is_empty());
         assert!(open_anomalies(&seen[..1], "payments", &[]).is_empty());
+    }
+
+    #[test]
+    fn an_incident_is_open_until_it_recovers_escalates_or_closes() {
+        let incident = |id: &str, service: &str, state: IncidentState| {
+            let mut e = incident(1, state);
+            if let Event::Incident(i) = &mut e.body {
+                i.incident_id = id.into();
+                i.service = svc(service);
+            }
+            e
+        };
+        let seen = vec![
+            incident("1", "payments", IncidentState::Opened),
+            incident("2", "gateway", IncidentState::Opened),
+            incident("3", "orders", IncidentState::Opened),
+            incident("1", "payments", IncidentState::Recovered),
+            incident("2", "gateway", IncidentState::Acting),
+            incident("3", "orders", IncidentState::Escalated),
+        ];
+        assert_eq!(open_incidents(&seen), vec!["gateway"]);
+        assert_eq!(open_incidents(&seen[..1]), vec!["payments"]);
+        assert!(open_incidents(&seen[..0]).is_empty());
     }
 }

@@ -25,7 +25,7 @@ use immune_runtime::Bus;
 
 use crate::baseline::BaselineRun;
 use crate::deployment::{read_stage, stage_containers, StackSpec, StageReading};
-use crate::measure::{measure, open_anomalies, open_incidents, Trial};
+use crate::measure::{ended, measure, open_anomalies, open_incidents, Trial};
 use crate::observe::{Prober, Recorder};
 use crate::report::{FaultFree, Report, StageFigures, Timeline};
 
@@ -458,12 +458,7 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
                 Event::Incident(i) if i.service.as_str() == ctx.config.target => Some(i.state),
                 _ => None,
             })
-            .is_some_and(|s| {
-                !matches!(
-                    s,
-                    IncidentState::Recovered | IncidentState::Escalated | IncidentState::Closed
-                )
-            });
+            .is_some_and(|s| !ended(s));
         if !open && prober.healthy_for(5) {
             let running = deployment::instance_names(
                 &ctx.docker,

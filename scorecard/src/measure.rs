@@ -280,6 +280,14 @@ pub fn open_anomalies<'a>(
     open
 }
 
+/// The incident is over: recovered, escalated to an operator, or closed.
+pub fn ended(state: IncidentState) -> bool {
+    matches!(
+        state,
+        IncidentState::Recovered | IncidentState::Escalated | IncidentState::Closed
+    )
+}
+
 /// The services with an incident still open in `seen` (opened and not yet recovered,
 /// escalated or closed), each once, in the order their incidents opened.
 pub fn open_incidents<'a>(seen: impl IntoIterator<Item = &'a Envelope>) -> Vec<String> {
@@ -295,11 +303,7 @@ pub fn open_incidents<'a>(seen: impl IntoIterator<Item = &'a Envelope>) -> Vec<S
     }
     let mut open: Vec<String> = Vec::new();
     for (_, service, state) in last {
-        let ended = matches!(
-            state,
-            IncidentState::Recovered | IncidentState::Escalated | IncidentState::Closed
-        );
-        if !ended && !open.iter().any(|s| s == service) {
+        if !ended(state) && !open.iter().any(|s| s == service) {
             open.push(service.to_string());
         }
     }

@@ -107,10 +107,13 @@ pub struct Config {
     /// Requests a second from the load generator.
     #[arg(long, default_value_t = 20)]
     pub load_rps: u32,
-    /// The fault injected again and again while the decider learns.
-    #[arg(long, value_parser = parse_fault, default_value = "errors")]
-    pub learning_fault: FaultKind,
-    /// Injections for the learning curve (0: none).
+    /// The faults injected again and again while the decider learns, one curve each
+    /// (comma-separated): by default latency inside the service, where the playbook's prior
+    /// (throttle first) is wrong, and overload, where it (scale_out first) is right.
+    #[arg(long = "learning-faults", alias = "learning-fault", value_delimiter = ',',
+          value_parser = parse_fault, default_value = "latency,overload")]
+    pub learning_faults: Vec<FaultKind>,
+    /// Injections for each learning curve (0: none).
     #[arg(long, default_value_t = 10)]
     pub learning_runs: usize,
     /// Longest wait for the detector's first learned model of the target.
@@ -218,7 +221,7 @@ impl Config {
     fn validate(&self) -> Result<(), ScorecardError> {
         ServiceName::new(self.target.clone())
             .map_err(|e| ScorecardError::Config(format!("target: {e}")))?;
-        if self.faults.is_empty() && self.learning_runs == 0 {
+        if self.faults.is_empty() && (self.learning_runs == 0 || self.learning_faults.is_empty()) {
             return Err(ScorecardError::Config("faults: nothing to inject".into()));
         }
         if self.fault_duration < Duration::from_secs(5) {
@@ -326,11 +329,13 @@ async fn measure_all(config: &Config, stack: &StackSpec) -> Result<Report, Score
         }
     }
     let mut learning = Vec::new();
-    for i in 0..config.learning_runs {
-        tracing::info!(fault = %config.learning_fault, run = i + 1, "learning curve");
-        match inject(&ctx, config.learning_fault).await {
-            Ok((trial, _)) => learning.push(trial),
-            Err(e) => tracing::warn!(error = %e, "learning trial failed"),
+    for &fault in &config.learning_faults {
+        for i in 0..config.learning_runs {
+            tracing::info!(%fault, run = i + 1, "learning curve");
+            match inject(&ctx, fault).await {
+                Ok((trial, _)) => learning.push(trial),
+                Err(e) => tracing::warn!(%fault, error = %e, "learning trial failed"),
+            }
         }
     }
     let baselines = match baselines {

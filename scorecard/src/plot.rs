@@ -10,6 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::measure::Trial;
 use crate::report::{Report, Timeline};
 use crate::stats::Summary;
 use crate::ScorecardError;
@@ -68,8 +69,8 @@ pub fn all(
     if !report.baselines.is_empty() {
         draw("baselines".into(), &|p| baselines(report, p))?;
     }
-    if !report.learning.is_empty() {
-        draw("learning".into(), &|p| learning(report, p))?;
+    for (fault, runs) in report.learning_by_fault() {
+        draw(format!("learning_{fault}"), &|p| learning(&fault, &runs, p))?;
     }
     for t in &report.timelines {
         draw(format!("timeline_{}", t.fault), &|p| timeline(t, p))?;
@@ -227,11 +228,10 @@ fn baselines(report: &Report, path: &Path) -> Plot {
     Ok(())
 }
 
-fn learning(report: &Report, path: &Path) -> Plot {
+fn learning(fault: &str, runs: &[&Trial], path: &Path) -> Plot {
     let root = BitMapBackend::new(path, (1000, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let points: Vec<(f64, f64, bool, String)> = report
-        .learning
+    let points: Vec<(f64, f64, bool, String)> = runs
         .iter()
         .enumerate()
         .filter_map(|(i, t)| {
@@ -244,13 +244,10 @@ fn learning(report: &Report, path: &Path) -> Plot {
         })
         .collect();
     let top = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.2;
-    let n = report.learning.len() as f64;
+    let n = runs.len() as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!(
-                "Learning curve: time to heal over repeated {} injections",
-                report.config.learning_fault
-            ),
+            format!("Learning curve: time to heal over repeated {fault} injections"),
             (FONT, 22),
         )
         .margin(12)
@@ -261,7 +258,7 @@ fn learning(report: &Report, path: &Path) -> Plot {
         .configure_mesh()
         .x_desc("injection")
         .y_desc("seconds to healthy again")
-        .x_labels(report.learning.len() + 1)
+        .x_labels(runs.len() + 1)
         .x_label_formatter(&|x| {
             if (x - x.round()).abs() < 0.01 {
                 format!("{x:.0}")
@@ -496,7 +493,7 @@ mod tests {
         let names: Vec<&str> = written.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            vec!["baselines", "learning", "mttr", "timeline_crash"]
+            vec!["baselines", "learning_errors", "mttr", "timeline_crash"]
         );
         for file in written.values() {
             let bytes = std::fs::read(dir.path().join(file)).expect("plot file");

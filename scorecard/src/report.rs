@@ -41,7 +41,9 @@ pub struct ConfigSummary {
     pub fault_duration_s: f64,
     pub fault_free_s: f64,
     pub load_rps: u32,
-    pub learning_fault: String,
+    /// The learning curves' faults, comma-separated.
+    #[serde(alias = "learning_fault")]
+    pub learning_faults: String,
     pub learning_runs: usize,
 }
 
@@ -54,7 +56,12 @@ impl ConfigSummary {
             fault_duration_s: c.fault_duration.as_secs_f64(),
             fault_free_s: c.fault_free.as_secs_f64(),
             load_rps: c.load_rps,
-            learning_fault: c.learning_fault.as_str().to_string(),
+            learning_faults: c
+                .learning_faults
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             learning_runs: c.learning_runs,
         }
     }

@@ -7,7 +7,8 @@
 //! recovery above them: with a wrong prior, the first incident walks to the fix and the next
 //! one starts with it. The values reorder a playbook within its safety limits: only steps at
 //! or below the approval risk move, and exploration (probability `epsilon`, a seeded RNG)
-//! never picks a step riskier than the greedy choice.
+//! never picks a step riskier than the greedy choice, nor one already seen to fail (its
+//! value below 0): it tries the untried, it does not spend an incident relearning a failure.
 
 use std::collections::BTreeMap;
 
@@ -140,7 +141,10 @@ impl Values {
         }
         let greedy_risk = steps[greedy].risk;
         let others: Vec<usize> = (1..order.len())
-            .filter(|&i| steps[order[i]].risk <= greedy_risk.min(max_risk))
+            .filter(|&i| {
+                let s = &steps[order[i]];
+                s.risk <= greedy_risk.min(max_risk) && self.get(signature, s.action) >= 0.0
+            })
             .collect();
         if others.is_empty() {
             return (order, false);
@@ -278,6 +282,55 @@ mod tests {
             .map(|_| same.order(Signature::LatencyUp, &steps, 3))
             .collect();
         assert_eq!(first, second, "seeded");
+    }
+
+    /// Exploring an action already seen to fail spends a real incident to learn what is
+    /// known: exploration tries the untried and what worked before, never a known failure.
+    #[test]
+    fn exploration_never_picks_a_step_known_to_fail() {
+        let steps = [
+            step(ActionKind::UpdateLimits, 2),
+            step(ActionKind::ScaleOut, 2),
+            step(ActionKind::Restart, 2),
+            step(ActionKind::Recreate, 3),
+        ];
+        let mut v = Values::new(LearningConfig {
+            epsilon: 1.0,
+            ..Default::default()
+        });
+        v.update(
+            Signature::ResourceExhaustion,
+            &steps[0],
+            Outcome::NotRecovered,
+        );
+        v.update(
+            Signature::ResourceExhaustion,
+            &steps[1],
+            Outcome::NotRecovered,
+        );
+        v.update(
+            Signature::ResourceExhaustion,
+            &steps[2],
+            Outcome::Recovered { after_ms: 5_000 },
+        );
+        for _ in 0..200 {
+            let (order, explored) = v.order(Signature::ResourceExhaustion, &steps, 3);
+            assert!(
+                !explored,
+                "only failures are as risky as restart: {order:?}"
+            );
+            assert_eq!(order[0], 2, "restart, the greedy choice");
+        }
+        // an untried step of the same risk is still explored
+        let more = [
+            steps[0].clone(),
+            steps[2].clone(),
+            step(ActionKind::Rollback, 2),
+        ];
+        let picked: std::collections::BTreeSet<usize> = (0..200)
+            .map(|_| v.order(Signature::ResourceExhaustion, &more, 3).0[0])
+            .collect();
+        assert_eq!(picked, [2].into(), "the untried rollback, every time");
     }
 
     #[test]

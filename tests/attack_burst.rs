@@ -1,19 +1,26 @@
 //! The security loop over the real things: chaos sends its attack catalogue at a demo
 //! container, the demo refuses and counts each payload, the collector reads the rejection rate,
-//! and the detector opens an `attack_burst` anomaly under the chaos run's correlation id,
-//! then clears it once the attack is over.
+//! and the detector opens an `attack_burst` anomaly under the chaos run's correlation id;
+//! the decider has the demo block the sources its screen keeps refusing, and the anomaly
+//! clears while the attack still runs (its requests now answered 403 unread), healed by
+//! immune before chaos reverts the fault.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use immune_chaos::follow;
-use immune_nats::{decode, AnomalyState, ChaosRequest, Event, FaultKind, ServiceName, Signature};
+use immune_nats::{
+    decode, ActionKind, AnomalyState, ChaosRequest, Event, FaultKind, ServiceName, Signature,
+};
 use immune_testkit::{unique, within, DemoContainer, DemoSpec, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 
+/// Long enough that a clearing within the test's 40 s wait is immune's, not the revert's.
+const ATTACK_MS: u64 = 60_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_attack_opens_and_clears_an_attack_burst() {
+async fn an_attack_is_detected_and_healed_by_blocking_its_sources() {
     let nats = NatsServer::start().await;
     let project = unique("attack");
     let demo = DemoContainer::start(DemoSpec::new("storefront", &project)).await;
@@ -22,6 +29,16 @@ async fn an_attack_opens_and_clears_an_attack_burst() {
     let mut anomalies = bus
         .client()
         .subscribe("immune.anomalies.storefront")
+        .await
+        .expect("subscribe");
+    let mut actions = bus
+        .client()
+        .subscribe("immune.actions.storefront")
+        .await
+        .expect("subscribe");
+    let mut reverted = bus
+        .client()
+        .subscribe("immune.chaos.reverted.storefront")
         .await
         .expect("subscribe");
     let mut metrics = bus
@@ -52,7 +69,7 @@ async fn an_attack_opens_and_clears_an_attack_burst() {
             run_id: None,
             service: ServiceName::new("storefront").expect("name"),
             fault: FaultKind::Attack,
-            duration_ms: 8_000,
+            duration_ms: ATTACK_MS,
             params: BTreeMap::new(),
         },
     )
@@ -62,7 +79,7 @@ async fn an_attack_opens_and_clears_an_attack_burst() {
     let mut fired = false;
     within(
         Duration::from_secs(40),
-        "attack_burst to fire under the run id and then clear",
+        "attack_burst to fire under the run id and then clear, the attack still on",
         async {
             while let Some(m) = anomalies.next().await {
                 let Ok(env) = decode(&m.payload) else {
@@ -87,5 +104,27 @@ async fn an_attack_opens_and_clears_an_attack_burst() {
         },
     )
     .await;
+    // healed by immune: chaos has not reverted the attack yet
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), reverted.next())
+            .await
+            .is_err(),
+        "the attack was reverted before the anomaly cleared"
+    );
+    let mut sent = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), actions.next()).await {
+        if let Ok(Event::ActionRequest(r)) = decode(&m.payload).map(|e| e.body) {
+            sent.push((r.action, r.params.get("state").cloned()));
+        }
+    }
+    assert_eq!(
+        sent.first(),
+        Some(&(ActionKind::BlockSources, Some("on".to_string()))),
+        "the sources blocked first: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(a, _)| *a == ActionKind::CircuitBreaker),
+        "every user shed: {sent:?}"
+    );
     pipeline.stop().await;
 }

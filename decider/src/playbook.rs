@@ -121,6 +121,11 @@ mod tests {
             playbook.steps(Signature::ErrorsUp)[0].action,
             ActionKind::CircuitBreaker
         );
+        assert_eq!(
+            playbook.steps(Signature::AttackBurst)[0].action,
+            ActionKind::BlockSources,
+            "an attack's sources are blocked before every user is limited"
+        );
     }
 
     #[test]

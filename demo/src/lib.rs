@@ -2,6 +2,7 @@
 //! auth (set by its environment), or the load generator (`--loadgen`). `main.rs` describes
 //! what a service answers; each concept is its own module here, where tests reach it.
 
+pub mod blocklist;
 pub mod capacity;
 pub mod config;
 pub mod fault;

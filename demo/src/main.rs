@@ -28,9 +28,12 @@
 //!   it); `POST /admin/circuit {"state": "open"|"closed"}` answers `/` with 503 at once while
 //!   open, without calling upstreams; `POST /admin/flags/<name> {"state": "on"|"off"}` sets a
 //!   feature flag (`upstream_calls` off: `/` answers without calling its upstreams);
-//!   `GET /admin` shows them. In `/metrics`: `demo_shed_requests_total{reason}`
+//!   `POST /admin/block {"state": "on"|"off"}` blocks, while on, every client the request
+//!   screen refused 3 times within 10 s (403 before the screen; users never refused are
+//!   untouched); `GET /admin` shows them. In `/metrics`: `demo_shed_requests_total{reason}`
 //!   (`throttled`, `circuit_open`, `overloaded`), `demo_admin_throttle_rps`,
-//!   `demo_admin_circuit_open`, `demo_admin_feature_flag{flag}`.
+//!   `demo_admin_circuit_open`, `demo_admin_feature_flag{flag}`,
+//!   `demo_blocked_requests_total`, `demo_admin_blocked_sources`.
 //!
 //! Environment: `SERVICE_NAME`, `PORT` (8080), `UPSTREAMS` (comma-separated base URLs),
 //! `CAPACITY` (8), `WORK_MS` (20), `QUEUE` (32), `DRAIN_MS` (0): how long it keeps serving

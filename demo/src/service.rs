@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::blocklist::Blocklist;
 use crate::capacity::Capacity;
 use crate::config::ServiceConfig;
 use crate::fault::{burn, leak, Fault, Mode};
@@ -58,6 +59,8 @@ struct AdminState {
     throttle_rps: u64,
     circuit: CircuitState,
     flags: BTreeMap<String, bool>,
+    /// Sources the screen keeps refusing are blocked (see [`Blocklist`]).
+    block_sources: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +96,12 @@ struct FlagBody {
     state: Switch,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    state: Switch,
+}
+
 /// Requests served in the current one-second window, for the throttle.
 #[derive(Debug, Default)]
 struct Window {
@@ -118,6 +127,10 @@ pub struct Service {
     throttle_rps: Gauge<i64, AtomicI64>,
     circuit_open: Gauge<i64, AtomicI64>,
     flags: Family<FlagLabel, Gauge<i64, AtomicI64>>,
+    blocklist: Mutex<Blocklist>,
+    /// Requests answered 403 because their source is blocked.
+    blocked: Counter,
+    blocked_sources: Gauge<i64, AtomicI64>,
     /// Requests refused by the screen, by attack class.
     screened: Family<ReasonLabel, Counter>,
     pub(crate) leaked_bytes: Gauge<i64, AtomicI64>,
@@ -180,6 +193,19 @@ impl Service {
             "Feature flags set through the admin endpoint (1 on, 0 off)",
             flags.clone(),
         );
+        let blocked = Counter::default();
+        let blocked_sources = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "demo_blocked_requests",
+            "Requests answered 403 unread because their source is blocked (POST /admin/block); \
+             not counted as attacks",
+            blocked.clone(),
+        );
+        registry.register(
+            "demo_admin_blocked_sources",
+            "Sources blocked after repeated refusals by the screen",
+            blocked_sources.clone(),
+        );
         let screened = Family::<ReasonLabel, Counter>::default();
         let leaked_bytes = Gauge::<i64, AtomicI64>::default();
         registry.register(
@@ -237,6 +263,9 @@ impl Service {
             throttle_rps,
             circuit_open,
             flags,
+            blocklist: Mutex::new(Blocklist::default()),
+            blocked,
+            blocked_sources,
             screened,
             leaked_bytes,
             fault_generation: AtomicU64::new(0),
@@ -284,6 +313,21 @@ impl Service {
 
     fn admin(&self) -> AdminState {
         self.admin.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    fn is_blocked(&self, source: std::net::IpAddr) -> bool {
+        self.blocklist
+            .lock()
+            .is_ok_and(|list| list.is_blocked(source))
+    }
+
+    /// The screen refused a request of `source`: a repeat offender is blocked while
+    /// blocking is on.
+    fn offence(&self, source: std::net::IpAddr) {
+        if let Ok(mut list) = self.blocklist.lock() {
+            list.offence(source, Instant::now());
+            self.blocked_sources.set(list.blocked() as i64);
+        }
     }
 
     /// Whether the admin settings refuse this request, and with which status.
@@ -418,6 +462,21 @@ async fn screening(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    // Monitoring's reads stay open: a prober behind the same address as an attacker (one
+    // NAT, one host) must still see the service's health and metrics.
+    let monitoring = matches!(request.uri().path(), "/health" | "/metrics");
+    if let Some(source) = source.filter(|s| !monitoring && svc.is_blocked(*s)) {
+        svc.blocked.inc();
+        return (
+            StatusCode::FORBIDDEN,
+            format!("{} 403 blocked: {source} keeps sending attacks\n", svc.name),
+        )
+            .into_response();
+    }
     let (parts, body) = request.into_parts();
     let content_length = parts
         .headers
@@ -461,6 +520,9 @@ async fn screening(
     if let Some(rejection) = verdict {
         let reason = rejection.reason();
         svc.screened.get_or_create(&ReasonLabel { reason }).inc();
+        if let Some(source) = source {
+            svc.offence(source);
+        }
         let status = rejection.status();
         svc.requests
             .get_or_create(&StatusLabel {
@@ -519,6 +581,15 @@ async fn set_circuit(State(svc): State<Shared>, Json(body): Json<CircuitBody>) -
     update_admin(&svc, |a| a.circuit = body.state)
 }
 
+async fn set_block(State(svc): State<Shared>, Json(body): Json<BlockBody>) -> Json<AdminState> {
+    let on = matches!(body.state, Switch::On);
+    if let Ok(mut list) = svc.blocklist.lock() {
+        list.set(on, Instant::now());
+        svc.blocked_sources.set(list.blocked() as i64);
+    }
+    update_admin(&svc, |a| a.block_sources = on)
+}
+
 async fn set_flag(
     State(svc): State<Shared>,
     Path(name): Path<String>,
@@ -561,9 +632,14 @@ pub async fn serve(
         .route("/admin/throttle", post(set_throttle))
         .route("/admin/circuit", post(set_circuit))
         .route("/admin/flags/{name}", post(set_flag))
+        .route("/admin/block", post(set_block))
         .layer(axum::middleware::from_fn_with_state(svc.clone(), screening))
         .with_state(svc);
-    let serving = axum::serve(listener, app).into_future();
+    let serving = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .into_future();
     tokio::pin!(serving);
     tokio::select! {
         served = &mut serving => return served,

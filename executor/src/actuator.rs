@@ -56,9 +56,10 @@ impl Actuators {
                     .reconnect_network(target, network.as_deref())
                     .await
             }
-            Step::Throttle { .. } | Step::CircuitBreaker { .. } | Step::FeatureFlag { .. } => {
-                self.admin.act(target, step).await
-            }
+            Step::Throttle { .. }
+            | Step::CircuitBreaker { .. }
+            | Step::FeatureFlag { .. }
+            | Step::BlockSources { .. } => self.admin.act(target, step).await,
         }
     }
 }

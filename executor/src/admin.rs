@@ -6,6 +6,7 @@
 //! | throttle | `POST <admin>/throttle {"rps": n}` (0 lifts the limit) |
 //! | circuit breaker | `POST <admin>/circuit {"state": "open" \| "closed"}` |
 //! | feature flag | `POST <admin>/flags/<name> {"state": "on" \| "off"}` |
+//! | block sources | `POST <admin>/block {"state": "on" \| "off"}` (the service blocks the clients its screen keeps refusing) |
 //!
 //! Each sets a state, so doing it twice is the same as doing it once.
 
@@ -102,6 +103,15 @@ pub fn request_for(step: &Step) -> Option<(String, serde_json::Value, String)> {
                 format!("flag {flag} {state}"),
             )
         }
+        Step::BlockSources { on } => {
+            let state = if *on { "on" } else { "off" };
+            let done = if *on {
+                "the clients the screen keeps refusing are blocked"
+            } else {
+                "source blocking lifted"
+            };
+            ("/block".into(), json!({ "state": state }), done.into())
+        }
         _ => return None,
     })
 }
@@ -129,6 +139,8 @@ mod tests {
             ("/flags/upstream_calls", json!({"state": "off"}))
         );
         assert_eq!(note, "flag upstream_calls off");
+        let (path, body, _) = request_for(&Step::BlockSources { on: true }).expect("admin");
+        assert_eq!((path.as_str(), body), ("/block", json!({"state": "on"})));
         assert!(request_for(&Step::Pause).is_none());
     }
 }

@@ -17,6 +17,7 @@
 //! | `throttle` | `rps`: requests per second allowed, `0` or `off` lifts the limit |
 //! | `circuit_breaker` | `state`: `open` or `closed` |
 //! | `feature_flag` | `flag`: the name; `state`: `on` or `off` |
+//! | `block_sources` | `state`: `on` or `off` |
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,7 @@ pub enum Step {
     Throttle { rps: u32 },
     CircuitBreaker { open: bool },
     FeatureFlag { flag: String, on: bool },
+    BlockSources { on: bool },
 }
 
 /// New CPU and memory limits; `None` leaves one as it is.
@@ -53,7 +55,10 @@ impl Step {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Step::Throttle { .. } | Step::CircuitBreaker { .. } | Step::FeatureFlag { .. }
+            Step::Throttle { .. }
+                | Step::CircuitBreaker { .. }
+                | Step::FeatureFlag { .. }
+                | Step::BlockSources { .. }
         )
     }
 
@@ -112,6 +117,9 @@ pub fn plan(request: &ActionRequest) -> Result<Step, String> {
         }
         ActionKind::CircuitBreaker => Step::CircuitBreaker {
             open: params.switch("state", "open", "closed")?,
+        },
+        ActionKind::BlockSources => Step::BlockSources {
+            on: params.switch("state", "on", "off")?,
         },
         ActionKind::FeatureFlag => {
             let flag = params.required("flag")?;
@@ -376,6 +384,10 @@ mod tests {
             Ok(Step::CircuitBreaker { open: true })
         );
         assert_eq!(
+            plan(&request(ActionKind::BlockSources, &[("state", "on")])),
+            Ok(Step::BlockSources { on: true })
+        );
+        assert_eq!(
             plan(&request(
                 ActionKind::FeatureFlag,
                 &[("flag", "upstream_calls"), ("state", "off")]
@@ -413,6 +425,7 @@ mod tests {
             (ActionKind::Throttle, &[], "rps"),
             (ActionKind::Throttle, &[("rps", "1.5")], "rps"),
             (ActionKind::CircuitBreaker, &[("state", "half")], "state"),
+            (ActionKind::BlockSources, &[("state", "all")], "state"),
             (ActionKind::FeatureFlag, &[("state", "on")], "flag"),
             (
                 ActionKind::FeatureFlag,

@@ -384,6 +384,9 @@ pub enum ActionKind {
     Throttle,
     CircuitBreaker,
     FeatureFlag,
+    /// Block the clients the service's request screen keeps refusing (an attack's sources),
+    /// through its admin endpoint: `state` `on` or `off`.
+    BlockSources,
 }
 
 impl ActionKind {
@@ -401,6 +404,7 @@ impl ActionKind {
             ActionKind::Throttle => "throttle",
             ActionKind::CircuitBreaker => "circuit_breaker",
             ActionKind::FeatureFlag => "feature_flag",
+            ActionKind::BlockSources => "block_sources",
         }
     }
 }

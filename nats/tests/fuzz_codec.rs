@@ -317,6 +317,7 @@ fn action() -> impl Strategy<Value = ActionKind> {
         Throttle,
         CircuitBreaker,
         FeatureFlag,
+        BlockSources,
     ])
 }
 

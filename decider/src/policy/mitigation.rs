@@ -1,5 +1,6 @@
-//! Stopgaps: a throttle or an opened circuit breaker holds a service up without repairing
-//! it, so some time after its incident recovered it is lifted again. While the service is
+//! Stopgaps: a throttle, an opened circuit breaker or a block of an attack's sources holds a
+//! service up without repairing it, so some time after its incident recovered it is lifted
+//! again (an attack that resumes is seen and blocked again). While the service is
 //! anomalous again it is kept, and looked at again one lifting delay later (a stopgap left
 //! in place for good would shed users' requests long after the fault is gone); while the
 //! kill switch or a maintenance window holds actions it waits.
@@ -24,12 +25,14 @@ pub(super) struct Lift {
     pub(super) request: ActionRequest,
 }
 
-/// A throttle or an opened circuit breaker: it holds a service up without repairing it.
+/// A throttle, an opened circuit breaker, blocked sources: it holds a service up without
+/// repairing it.
 pub(super) fn is_stopgap(request: &ActionRequest) -> bool {
     let param = |k: &str| request.params.get(k).map(|v| v.trim().to_ascii_lowercase());
     match request.action {
         ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
         ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
+        ActionKind::BlockSources => param("state").as_deref() != Some("off"),
         _ => false,
     }
 }
@@ -48,6 +51,7 @@ pub(super) fn undo(stopgap: &ActionRequest, after_ms: u64) -> ActionRequest {
     let (action, params) = match stopgap.action {
         ActionKind::Throttle => (ActionKind::Throttle, [("rps", "0")].as_slice()),
         ActionKind::ScaleOut => (ActionKind::ScaleIn, [].as_slice()),
+        ActionKind::BlockSources => (ActionKind::BlockSources, [("state", "off")].as_slice()),
         _ => (ActionKind::CircuitBreaker, [("state", "closed")].as_slice()),
     };
     ActionRequest {

@@ -129,6 +129,10 @@ pub struct Decider {
     /// restart, say) is old news, not a new fault.
     /// Kept for [`SETTLED_KEEP_MS`], at most [`SETTLED_MAX`].
     settled: HashMap<String, u64>,
+    /// When each service's latest incident recovered: its callers' anomalies that fire
+    /// soon after are its echo (their detection lags), given time to clear with it. Not
+    /// persisted: after a restart of the decider a caller waits only `root_cause_wait_ms`.
+    recovered_at: HashMap<ServiceName, u64>,
 }
 
 /// How long the id of an anomaly the decider is done with is remembered: well beyond a
@@ -155,6 +159,7 @@ impl Decider {
             lifts: Vec::new(),
             scaling_in: HashMap::new(),
             settled: HashMap::new(),
+            recovered_at: HashMap::new(),
         }
     }
 

@@ -167,7 +167,8 @@ impl Decider {
                 if anomaly.depends_on.is_empty() || own_fault(anomaly.signature) {
                     0
                 } else {
-                    now_ms + self.config.root_cause_wait_ms
+                    (now_ms + self.config.root_cause_wait_ms)
+                        .max(self.echo_of_recovery_until(&service, now_ms))
                 },
             ),
             others: BTreeMap::new(),

@@ -43,6 +43,21 @@ impl Decider {
         false
     }
 
+    /// Until when an anomaly of `service` opened at `now_ms` waits for a dependency that
+    /// recovered less than `recovery_settle_ms` ago (0: none did): its callers' windows of
+    /// failed or piled-up calls fire after its own recovery, and clear without an action.
+    pub(super) fn echo_of_recovery_until(&self, service: &ServiceName, now_ms: u64) -> u64 {
+        let settle = self.config.recovery_settle_ms;
+        self.recovered_at
+            .iter()
+            .filter(|(dep, &at)| {
+                now_ms < at + settle && *dep != service && self.depends_transitively(service, dep)
+            })
+            .map(|(_, &at)| at + settle)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The deepest anomalous service among those `service` (transitively) calls, if any.
     pub(super) fn anomalous_dependency(&self, service: &ServiceName) -> Option<ServiceName> {
         if self.depends_on.get(service).is_none_or(Vec::is_empty) {

@@ -12,11 +12,56 @@ use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
 };
-use super::mitigation::is_temporary;
+use super::mitigation::{is_stopgap, is_temporary, undo};
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
 use crate::playbook::{Playbook, Step};
 use crate::safety::TokenBucket;
+
+/// The step that just failed set a stopgap (a throttle, an open circuit, blocked sources):
+/// it did not bring the service back and only costs its users, so it is undone now, before
+/// the next step (the executor serialises the two on the container), and is not left for
+/// the lifting after a recovery nor behind an escalation. A scale_out stays: it costs no
+/// user anything and is undone after the recovery.
+fn undo_unhelpful_stopgap(open: &mut Open, now_ms: u64, out: &mut Vec<Decided>) {
+    let Some(tried) = open.tried.last() else {
+        return;
+    };
+    let Some(at) = open
+        .mitigations
+        .iter()
+        .position(|m| m.action_id == tried.action_id && is_stopgap(m))
+    else {
+        return;
+    };
+    let stopgap = open.mitigations.remove(at);
+    let undo = ActionRequest {
+        reason: format!(
+            "undo the {} of incident {}: it did not bring the service back",
+            stopgap.action, stopgap.incident_id
+        ),
+        ..undo(&stopgap, 0)
+    };
+    note(
+        open,
+        now_ms,
+        format!("{} undone: it did not help", stopgap.action),
+    );
+    out.push(Decided {
+        correlation_id: open.correlation_id.clone(),
+        decision: Decision::Audit {
+            service: open.incident.service.clone(),
+            what: AuditCode::MitigationLifted,
+            why: undo.reason.clone(),
+            outcome: format!("{} {:?}", undo.action, undo.params),
+            action_id: Some(undo.action_id.clone()),
+        },
+    });
+    out.push(Decided {
+        correlation_id: open.correlation_id.clone(),
+        decision: Decision::Action(undo),
+    });
+}
 
 /// Grace after an action's own timeout before its missing result counts as a failure.
 pub(super) const RESULT_GRACE_MS: u64 = 5_000;
@@ -75,6 +120,7 @@ impl Decider {
                 if carried_out {
                     let value = self.values.update(signature, &step, Outcome::NotRecovered);
                     emit_value(open, out, signature, step.action, value);
+                    undo_unhelpful_stopgap(open, now_ms, out);
                 }
             }
         }

@@ -64,6 +64,26 @@ impl Decider {
                 let deadline = format!("verifying for up to {} ms", self.config.verify_deadline_ms);
                 emit_audit(open, out, AuditCode::VerificationStarted, why, deadline);
             }
+            ActionOutcome::Failed | ActionOutcome::Refused if open.cleared => {
+                // The anomaly cleared while the action ran (its container removed for good,
+                // say, so the action found none): nothing is left to heal, and an action
+                // that could not act on a fault already gone teaches nothing.
+                let why = result.error.clone().unwrap_or_default();
+                if let Some(tried) = open.tried.last_mut() {
+                    tried.outcome = outcome.clone();
+                    tried.detail = why.clone();
+                }
+                note(
+                    open,
+                    now_ms,
+                    format!(
+                        "the anomaly cleared while {} ran: nothing left to do",
+                        result.action
+                    ),
+                );
+                open.phase = Phase::Pending { blocked: None };
+                self.recover(&result.service, now_ms, out);
+            }
             ActionOutcome::Failed | ActionOutcome::Refused => {
                 let why = result.error.clone().unwrap_or_default();
                 emit_audit(
@@ -136,6 +156,7 @@ impl Decider {
         };
         let took = now_ms.saturating_sub(open.incident.opened_ms);
         let signature = open.incident.signature;
+        self.recovered_at.insert(service.clone(), now_ms);
         // the action credited with the recovery: the last one sent, if it succeeded
         let credited = match &open.phase {
             Phase::Verifying { .. } | Phase::InFlight { .. } => {

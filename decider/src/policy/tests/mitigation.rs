@@ -173,3 +173,80 @@ fn a_replica_a_scale_out_added_is_removed_later_and_its_removal_is_no_incident()
         "scaled in once"
     );
 }
+
+/// An attack: its sources are blocked first (the shipped playbook), the refusals stop, and
+/// the block is lifted like any stopgap once the attack had time to end.
+#[test]
+fn an_attack_blocks_its_sources_and_the_block_is_lifted_later() {
+    let mut d = Decider::new(
+        PolicyConfig {
+            lift_mitigations_after_ms: 30_000,
+            ..config()
+        },
+        crate::playbook::Playbook::default(),
+    );
+    let block = actions(&fire(&mut d, &firing(Signature::AttackBurst), 0))
+        .pop()
+        .expect("the first step");
+    assert_eq!(block.action, ActionKind::BlockSources);
+    assert_eq!(block.params.get("state").map(String::as_str), Some("on"));
+    d.decide(
+        Input::Result(&result_of(&block, ActionOutcome::Succeeded)),
+        100,
+    );
+    let out = fire(&mut d, &cleared_on("orders"), 3_000);
+    assert!(audits(&out).contains(&"incident.recovered"), "{out:?}");
+    let lift = actions(&d.decide(Input::Tick, 33_500))
+        .pop()
+        .expect("the block lifted");
+    assert_eq!(lift.action, ActionKind::BlockSources);
+    assert_eq!(lift.params.get("state").map(String::as_str), Some("off"));
+}
+
+/// A stopgap that did not bring the service back only hurts its users (an open circuit
+/// fails every call): it is undone at once, before the next step, and never left behind by
+/// an escalation.
+#[test]
+fn a_stopgap_that_did_not_help_is_undone_at_once() {
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 10_000,
+        cooldown_ms: 0,
+        ..config()
+    });
+    let open = actions(&fire(&mut d, &firing(Signature::ErrorsUp), 0))
+        .pop()
+        .expect("the first step");
+    assert_eq!(open.action, ActionKind::CircuitBreaker);
+    d.decide(
+        Input::Result(&result_of(&open, ActionOutcome::Succeeded)),
+        100,
+    );
+    let out = d.decide(Input::Tick, 10_200);
+    let sent = actions(&out);
+    let kinds: Vec<(ActionKind, Option<&str>)> = sent
+        .iter()
+        .map(|a| (a.action, a.params.get("state").map(String::as_str)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ActionKind::CircuitBreaker, Some("closed")),
+            (ActionKind::Restart, None)
+        ],
+        "{:?}",
+        audits(&out)
+    );
+    assert_eq!(sent[0].container_id, open.container_id);
+    assert!(audits(&out).contains(&"mitigation.lifted"));
+    // the restart works: nothing is left to lift later
+    d.decide(
+        Input::Result(&result_of(&sent[1], ActionOutcome::Succeeded)),
+        10_500,
+    );
+    fire(&mut d, &cleared_on("orders"), 11_000);
+    let later: Vec<_> = (12_000..200_000)
+        .step_by(5_000)
+        .flat_map(|t| actions(&d.decide(Input::Tick, t)))
+        .collect();
+    assert!(later.is_empty(), "lifted once: {later:?}");
+}

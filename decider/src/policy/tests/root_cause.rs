@@ -133,3 +133,62 @@ fn a_dependency_that_only_sees_less_traffic_is_not_the_culprit() {
         audits(&out)
     );
 }
+
+/// The callers' detection lags their dependency's: payments is restarted and recovers, and
+/// only then do orders' windows (requests that failed or piled up while payments was down)
+/// fire. That anomaly is payments' too: it waits the settle time for it to clear by itself,
+/// and orders is never touched; an anomaly of orders that outlasts it is acted on.
+#[test]
+fn a_caller_whose_dependency_just_recovered_waits_for_its_anomaly_to_clear() {
+    let mut d = decider(PolicyConfig {
+        root_cause_wait_ms: 1_000,
+        recovery_settle_ms: 10_000,
+        ..config()
+    });
+    let acts = actions(&fire(
+        &mut d,
+        &firing_on("payments", Signature::Crashed, &[]),
+        0,
+    ));
+    d.decide(
+        Input::Result(&result_of(&acts[0], ActionOutcome::Succeeded)),
+        500,
+    );
+    fire(&mut d, &cleared_on("payments"), 1_000);
+    assert_eq!(d.open_incidents().count(), 0);
+
+    // the gateway calls orders, which calls payments
+    let mut out = fire(
+        &mut d,
+        &firing_on("gateway", Signature::LatencyUp, &["orders"]),
+        3_000,
+    );
+    out.extend(fire(
+        &mut d,
+        &firing_on("orders", Signature::LatencyUp, &["payments"]),
+        3_500,
+    ));
+    for t in (4_000..=10_800).step_by(200) {
+        out.extend(d.decide(Input::Tick, t));
+    }
+    assert!(actions(&out).is_empty(), "{:?}", audits(&out));
+    let held = audit_text(&out, "action.blocked");
+    assert!(
+        held.iter().any(|h| h.contains("orders calls payments")),
+        "{held:?}"
+    );
+    out = fire(&mut d, &cleared_on("orders"), 9_000);
+    out.extend(fire(&mut d, &cleared_on("gateway"), 9_500));
+    assert!(actions(&out).is_empty());
+    assert_eq!(d.open_incidents().count(), 0, "healed by payments' repair");
+
+    // later, orders' own trouble: acted on after the same settle time at most
+    fire(
+        &mut d,
+        &firing_on("orders", Signature::LatencyUp, &["payments"]),
+        20_000,
+    );
+    let out = d.decide(Input::Tick, 21_200);
+    assert_eq!(actions(&out).len(), 1, "{:?}", audits(&out));
+    assert_eq!(actions(&out)[0].service, svc("orders"));
+}

@@ -3,7 +3,9 @@
 
 use immune_nats::{samples, ActionKind, ActionOutcome, ActionResult, Signature};
 
-use super::fixtures::{actions, audits, config, decider, fire, firing, playbook, result_of};
+use super::fixtures::{
+    actions, audits, cleared, config, decider, escalations, fire, firing, playbook, result_of,
+};
 use crate::learning::LearningConfig;
 use crate::policy::{Decider, Input, PolicyConfig};
 
@@ -83,4 +85,39 @@ fn a_refused_action_teaches_nothing_a_failed_one_does() {
         20,
     );
     assert!(d.value(Signature::Crashed, ActionKind::Recreate) < 0.0);
+}
+
+/// A container removed for good (a scaled-in replica, `docker rm -f`): its death fires
+/// `crashed`, the restart sent for it finds no container, and its destroy clears the anomaly
+/// meanwhile. Nothing is left to heal: no next step, no escalation, nothing learned.
+#[test]
+fn an_action_that_failed_after_its_anomaly_cleared_ends_the_incident() {
+    let mut d = decider(PolicyConfig {
+        cooldown_ms: 0,
+        learning: LearningConfig {
+            epsilon: 0.0,
+            ..Default::default()
+        },
+        ..config()
+    });
+    let died = firing(Signature::Crashed);
+    let restart = actions(&fire(&mut d, &died, 0)).remove(0);
+    assert!(
+        fire(&mut d, &cleared(&died), 8).is_empty(),
+        "awaits the result"
+    );
+    let gone = ActionResult {
+        error: Some("no such container".into()),
+        ..result_of(&restart, ActionOutcome::Failed)
+    };
+    let out = d.decide(Input::Result(&gone), 10);
+    assert!(actions(&out).is_empty(), "no next step: {:?}", audits(&out));
+    assert!(escalations(&out).is_empty());
+    assert!(
+        audits(&out).contains(&"incident.recovered"),
+        "{:?}",
+        audits(&out)
+    );
+    assert_eq!(d.value(Signature::Crashed, ActionKind::Restart), 0.0);
+    assert_eq!(d.open_incidents().count(), 0);
 }

@@ -25,7 +25,7 @@ use immune_runtime::Bus;
 
 use crate::baseline::BaselineRun;
 use crate::deployment::{read_stage, stage_containers, StackSpec, StageReading};
-use crate::measure::{ended, measure, open_anomalies, open_incidents, Trial};
+use crate::measure::{ended, measure, open_anomalies, open_incidents, stopgaps_in_force, Trial};
 use crate::observe::{Prober, Recorder};
 use crate::report::{FaultFree, Report, StageFigures, Timeline};
 
@@ -74,8 +74,35 @@ pub const ALL_FAULTS: [FaultKind; 7] = [
     FaultKind::NetworkDisconnect,
 ];
 
-fn parse_fault(text: &str) -> Result<FaultKind, String> {
-    text.parse()
+/// A fault and the service it goes into (`None`: the scorecard's `--target`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    pub fault: FaultKind,
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(t) => write!(f, "{}@{t}", self.fault),
+            None => write!(f, "{}", self.fault),
+        }
+    }
+}
+
+/// `fault` or `fault@service`.
+pub fn parse_fault_spec(text: &str) -> Result<FaultSpec, String> {
+    let (fault, target) = match text.split_once('@') {
+        Some((f, t)) => {
+            ServiceName::new(t.to_string()).map_err(|e| format!("{text:?}: {e}"))?;
+            (f, Some(t.to_string()))
+        }
+        None => (text, None),
+    };
+    Ok(FaultSpec {
+        fault: fault.parse()?,
+        target,
+    })
 }
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
@@ -88,10 +115,11 @@ pub struct Config {
     /// Injections per fault.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// Faults to inject, comma-separated.
-    #[arg(long, value_delimiter = ',', value_parser = parse_fault,
+    /// Faults to inject, comma-separated, each `fault` (into --target) or `fault@service`
+    /// (an overload goes where the capacity is narrowest: `overload@orders` on the demo).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault_spec,
           default_value = "crash,hang,latency,errors,memory_leak,cpu_burn,network_disconnect")]
-    pub faults: Vec<FaultKind>,
+    pub faults: Vec<FaultSpec>,
     /// The demo service the faults go into (a leaf: no dependency to wait for).
     #[arg(long, default_value = "payments")]
     pub target: String,
@@ -111,8 +139,8 @@ pub struct Config {
     /// (comma-separated): by default latency inside the service, where the playbook's prior
     /// (throttle first) is wrong, and overload, where it (scale_out first) is right.
     #[arg(long = "learning-faults", alias = "learning-fault", value_delimiter = ',',
-          value_parser = parse_fault, default_value = "latency,overload")]
-    pub learning_faults: Vec<FaultKind>,
+          value_parser = parse_fault_spec, default_value = "latency,overload@orders")]
+    pub learning_faults: Vec<FaultSpec>,
     /// Injections for each learning curve (0: none).
     #[arg(long, default_value_t = 10)]
     pub learning_runs: usize,
@@ -315,10 +343,11 @@ async fn measure_all(config: &Config, stack: &StackSpec) -> Result<Report, Score
     let fault_free = fault_free(&ctx).await?;
 
     let mut trials = Vec::new();
-    for &fault in &config.faults {
+    for spec in &config.faults {
+        let fault = spec.fault;
         for i in 0..config.runs {
-            tracing::info!(%fault, run = i + 1, of = config.runs, "injecting");
-            match inject(&ctx, fault).await {
+            tracing::info!(%spec, run = i + 1, of = config.runs, "injecting");
+            match inject(&ctx, spec).await {
                 Ok((trial, timeline)) => {
                     tracing::info!(%fault, detected_ms = ?trial.detected_ms, healed_ms = ?trial.healed_ms,
                         actions = ?trial.actions, healed_by = trial.healed_by.as_str(), "trial done");
@@ -329,12 +358,12 @@ async fn measure_all(config: &Config, stack: &StackSpec) -> Result<Report, Score
         }
     }
     let mut learning = Vec::new();
-    for &fault in &config.learning_faults {
+    for spec in &config.learning_faults {
         for i in 0..config.learning_runs {
-            tracing::info!(%fault, run = i + 1, "learning curve");
-            match inject(&ctx, fault).await {
+            tracing::info!(%spec, run = i + 1, "learning curve");
+            match inject(&ctx, spec).await {
                 Ok((trial, _)) => learning.push(trial),
-                Err(e) => tracing::warn!(%fault, error = %e, "learning trial failed"),
+                Err(e) => tracing::warn!(%spec, error = %e, "learning trial failed"),
             }
         }
     }
@@ -447,10 +476,16 @@ async fn fault_free(ctx: &Ctx<'_>) -> Result<FaultFree, ScorecardError> {
     })
 }
 
-/// The target is steady: `/health` passes and no incident of it is open, nor (for up to
-/// [`OTHERS_SETTLE`]) of any other service, so a caller still recovering from the last
-/// trial's fault does not act during this one.
-async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), ScorecardError> {
+/// The target is steady: `/health` passes, no incident of it is open, no stopgap an earlier
+/// trial set on it is still in force (blocked sources would hide the next attack), and no
+/// incident of any other service is open (for up to [`OTHERS_SETTLE`]), so a caller still
+/// recovering from the last trial's fault does not act during this one.
+async fn wait_steady(
+    ctx: &Ctx<'_>,
+    target: &str,
+    prober: &Prober,
+    from: usize,
+) -> Result<(), ScorecardError> {
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(180);
     loop {
@@ -460,23 +495,22 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
             .iter()
             .rev()
             .find_map(|e| match &e.body {
-                Event::Incident(i) if i.service.as_str() == ctx.config.target => Some(i.state),
+                Event::Incident(i) if i.service.as_str() == target => Some(i.state),
                 _ => None,
             })
             .is_some_and(|s| !ended(s));
         if !open && prober.healthy_for(5) {
-            let running = deployment::instance_names(
-                &ctx.docker,
-                &ctx.config.demo_project,
-                &ctx.config.target,
-            )
-            .await?;
+            let running =
+                deployment::instance_names(&ctx.docker, &ctx.config.demo_project, target).await?;
             let anomalies = ctx
                 .recorder
-                .with_all(|seen| open_anomalies(seen, &ctx.config.target, &running));
+                .with_all(|seen| open_anomalies(seen, target, &running));
+            let stopgaps = ctx
+                .recorder
+                .with_all(|seen| stopgaps_in_force(seen, target));
             let others = ctx.recorder.with_all(|seen| open_incidents(seen));
             let others_settled = others.is_empty() || started.elapsed() > OTHERS_SETTLE;
-            if anomalies.is_empty() && others_settled {
+            if anomalies.is_empty() && stopgaps.is_empty() && others_settled {
                 if !others.is_empty() {
                     tracing::warn!(
                         ?others,
@@ -488,8 +522,9 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
         }
         if tokio::time::Instant::now() > deadline {
             return Err(ScorecardError::Timeout(format!(
-                "{} not steady (healthy, no open incident, no anomaly left to clear) within 180 s",
-                ctx.config.target
+                "{} not steady (healthy, no open incident, no anomaly left to clear, no stopgap \
+                 in force) within 180 s",
+                target
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -497,20 +532,21 @@ async fn wait_steady(ctx: &Ctx<'_>, prober: &Prober, from: usize) -> Result<(), 
 }
 
 /// One injection, from a steady target to healed (or given up), measured.
-async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), ScorecardError> {
+async fn inject(ctx: &Ctx<'_>, spec: &FaultSpec) -> Result<(Trial, Timeline), ScorecardError> {
     let config = ctx.config;
+    let fault = spec.fault;
+    let target = spec.target.as_deref().unwrap_or(&config.target);
     let from = ctx.recorder.len().saturating_sub(1);
-    let before =
-        deployment::instance_names(&ctx.docker, &config.demo_project, &config.target).await?;
+    let before = deployment::instance_names(&ctx.docker, &config.demo_project, target).await?;
     let prober = Prober::start(
         ctx.docker.clone(),
         config.demo_project.clone(),
-        config.target.clone(),
+        target.to_string(),
     );
-    wait_steady(ctx, &prober, from).await?;
+    wait_steady(ctx, target, &prober, from).await?;
     tokio::time::sleep(config.settle).await;
-    let service = ServiceName::new(config.target.clone())
-        .map_err(|e| ScorecardError::Config(e.to_string()))?;
+    let service =
+        ServiceName::new(target.to_string()).map_err(|e| ScorecardError::Config(e.to_string()))?;
     // Chaos may still hold earlier faults (max_concurrent_faults): ask again until accepted.
     let deadline = tokio::time::Instant::now() + config.fault_duration + Duration::from_secs(60);
     let run_id = loop {
@@ -566,8 +602,7 @@ async fn inject(ctx: &Ctx<'_>, fault: FaultKind) -> Result<(Trial, Timeline), Sc
     let timeline = Timeline::of(&trial, &seen, &probes);
     // A scale out's replica stays; trials must not inherit it.
     let removed =
-        deployment::remove_added(&ctx.docker, &config.demo_project, &config.target, &before)
-            .await?;
+        deployment::remove_added(&ctx.docker, &config.demo_project, target, &before).await?;
     if !removed.is_empty() {
         tracing::info!(?removed, "replicas added during the trial removed");
     }
@@ -608,4 +643,22 @@ fn run_ended(seen: &[Envelope], run_id: &str) -> bool {
 fn reverted(seen: &[Envelope], run_id: &str) -> bool {
     seen.iter()
         .any(|e| matches!(&e.body, Event::ChaosReverted(r) if r.run_id == run_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_goes_into_the_target_or_the_service_it_names() {
+        let plain = parse_fault_spec("latency").expect("a fault");
+        assert_eq!((plain.fault, plain.target), (FaultKind::Latency, None));
+        let aimed = parse_fault_spec("overload@orders").expect("a fault and a service");
+        assert_eq!(aimed.fault, FaultKind::Overload);
+        assert_eq!(aimed.target.as_deref(), Some("orders"));
+        assert_eq!(aimed.to_string(), "overload@orders");
+        assert!(parse_fault_spec("meltdown").is_err());
+        let bad = parse_fault_spec("overload@Not A Name").expect_err("a bad service name");
+        assert!(bad.contains("Not A Name"), "{bad}");
+    }
 }

@@ -3,7 +3,9 @@
 //! whether the first was right, and the latency of each stage. Pure, so it is tested with
 //! made-up envelopes.
 
-use immune_nats::{ActionOutcome, AnomalyState, Envelope, Event, FaultKind, IncidentState, Stage};
+use immune_nats::{
+    ActionKind, ActionOutcome, AnomalyState, Envelope, Event, FaultKind, IncidentState, Stage,
+};
 use serde::{Deserialize, Serialize};
 
 /// One `/health` probe of the target.
@@ -308,6 +310,36 @@ pub fn open_incidents<'a>(seen: impl IntoIterator<Item = &'a Envelope>) -> Vec<S
         }
     }
     open
+}
+
+/// The stopgaps the decider set on `service` and has not lifted yet (a throttle, an open
+/// circuit, blocked sources), by action, in the order they were set: a trial must not start
+/// behind one an earlier trial left (blocked sources would hide the next attack).
+pub fn stopgaps_in_force<'a>(
+    seen: impl IntoIterator<Item = &'a Envelope>,
+    service: &str,
+) -> Vec<ActionKind> {
+    let mut in_force: Vec<ActionKind> = Vec::new();
+    for envelope in seen {
+        let Event::ActionRequest(r) = &envelope.body else {
+            continue;
+        };
+        if r.service.as_str() != service {
+            continue;
+        }
+        let param = |k: &str| r.params.get(k).map(|v| v.trim().to_ascii_lowercase());
+        let set = match r.action {
+            ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
+            ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
+            ActionKind::BlockSources => param("state").as_deref() != Some("off"),
+            _ => continue,
+        };
+        in_force.retain(|a| *a != r.action);
+        if set {
+            in_force.push(r.action);
+        }
+    }
+    in_force
 }
 
 #[cfg(test)]
@@ -635,5 +667,40 @@ mod tests {
         assert_eq!(open_incidents(&seen), vec!["gateway"]);
         assert_eq!(open_incidents(&seen[..1]), vec!["payments"]);
         assert!(open_incidents(&seen[..0]).is_empty());
+    }
+
+    #[test]
+    fn a_stopgap_is_in_force_until_the_decider_lifts_it() {
+        let with = |ms: u64, action: ActionKind, params: &[(&str, &str)]| {
+            let mut e = request(ms, &format!("a{ms}"), "payments", action);
+            if let Event::ActionRequest(r) = &mut e.body {
+                r.params = params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
+            e
+        };
+        let seen = vec![
+            with(1, ActionKind::BlockSources, &[("state", "on")]),
+            with(2, ActionKind::Throttle, &[("rps", "24")]),
+            with(3, ActionKind::Restart, &[]),
+            with(4, ActionKind::Throttle, &[("rps", "0")]),
+            request(5, "other", "orders", ActionKind::CircuitBreaker),
+        ];
+        assert_eq!(
+            stopgaps_in_force(&seen, "payments"),
+            vec![ActionKind::BlockSources]
+        );
+        assert_eq!(
+            stopgaps_in_force(&seen[..2], "payments"),
+            vec![ActionKind::BlockSources, ActionKind::Throttle]
+        );
+        let lifted = [
+            seen.clone(),
+            vec![with(6, ActionKind::BlockSources, &[("state", "off")])],
+        ]
+        .concat();
+        assert!(stopgaps_in_force(&lifted, "payments").is_empty());
     }
 }

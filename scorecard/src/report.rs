@@ -51,7 +51,7 @@ impl ConfigSummary {
     pub fn of(c: &Config) -> ConfigSummary {
         ConfigSummary {
             runs: c.runs,
-            faults: c.faults.iter().map(|f| f.as_str().to_string()).collect(),
+            faults: c.faults.iter().map(|f| f.to_string()).collect(),
             target: c.target.clone(),
             fault_duration_s: c.fault_duration.as_secs_f64(),
             fault_free_s: c.fault_free.as_secs_f64(),
@@ -59,7 +59,7 @@ impl ConfigSummary {
             learning_faults: c
                 .learning_faults
                 .iter()
-                .map(|f| f.as_str())
+                .map(|f| f.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
             learning_runs: c.learning_runs,

@@ -28,12 +28,13 @@ impl Report {
         let _ = writeln!(md, "\n## Learning curves\n");
         let _ = writeln!(
             md,
-            "Each fault injected {} times in a row into `{}` while the decider learns (values \
-             per signature and action in `immune_decider_values`, kept from the trials above).",
-            self.config.learning_runs, self.config.target
+            "Each fault injected {} times in a row while the decider learns (values per \
+             signature and action in `immune_decider_values`, kept from the trials above).",
+            self.config.learning_runs
         );
         for (fault, runs) in self.learning_by_fault() {
-            let _ = writeln!(md, "\n### `{fault}`\n");
+            let into = runs.first().map(|t| t.service.as_str()).unwrap_or("?");
+            let _ = writeln!(md, "\n### `{fault}` into `{into}`\n");
             let _ = writeln!(md, "| injection | TTD | first action | actions | healed by | time to heal |\n|---:|---:|---|---|---|---:|");
             for (i, t) in runs.iter().enumerate() {
                 let _ = writeln!(

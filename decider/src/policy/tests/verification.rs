@@ -62,16 +62,21 @@ fn the_step_after_a_recreate_goes_to_the_container_that_replaced_the_target() {
     assert_eq!(restart.container_id, "the-new-container");
 }
 
-#[test]
-fn a_refused_action_teaches_nothing_a_failed_one_does() {
-    let mut d = decider(PolicyConfig {
+/// Learning on, no exploration and no cooldown: every step follows from the values.
+fn learning_without_exploration() -> Decider {
+    decider(PolicyConfig {
         cooldown_ms: 0,
         learning: LearningConfig {
             epsilon: 0.0,
             ..Default::default()
         },
         ..config()
-    });
+    })
+}
+
+#[test]
+fn a_refused_action_teaches_nothing_a_failed_one_does() {
+    let mut d = learning_without_exploration();
     let restart = actions(&fire(&mut d, &firing(Signature::Crashed), 0)).remove(0);
     assert_eq!(restart.action, ActionKind::Restart);
     let recreate = actions(&d.decide(
@@ -92,14 +97,7 @@ fn a_refused_action_teaches_nothing_a_failed_one_does() {
 /// meanwhile. Nothing is left to heal: no next step, no escalation, nothing learned.
 #[test]
 fn an_action_that_failed_after_its_anomaly_cleared_ends_the_incident() {
-    let mut d = decider(PolicyConfig {
-        cooldown_ms: 0,
-        learning: LearningConfig {
-            epsilon: 0.0,
-            ..Default::default()
-        },
-        ..config()
-    });
+    let mut d = learning_without_exploration();
     let died = firing(Signature::Crashed);
     let restart = actions(&fire(&mut d, &died, 0)).remove(0);
     assert!(

@@ -282,7 +282,17 @@ impl LearnedDetector {
             return outcome;
         };
         let learn = chaos_run.is_none() && !context.faulty;
-        let step = instance.track.step_learning(learner, &self.window, learn);
+        // A published episode closes once users are served as usual again, the load still
+        // high (an overload repaired by added capacity); one held back as "only the load
+        // moved" is left to the plain threshold.
+        let served: fn(&Model, &[f64]) -> bool = if instance.episode.is_some() {
+            |model, x| only_the_load_moved(&model.explain(x))
+        } else {
+            |_, _| false
+        };
+        let step = instance
+            .track
+            .step_learning(learner, &self.window, learn, served);
         match step.learned {
             Learned::Fitted { .. } => outcome.fitted = learner.model().cloned(),
             Learned::Failed(e) => outcome.fit_error = Some(e.to_string()),
@@ -856,6 +866,38 @@ mod tests {
             held |= out.only_the_load_moved;
         }
         assert!(held, "over the threshold, the load alone");
+    }
+
+    /// An overload's episode closes once users are served as usual again (capacity added:
+    /// the latency back, the load still high), not only once the load falls: otherwise no
+    /// repair of an overload could ever be verified while the spike lasts.
+    #[test]
+    fn an_overload_clears_once_users_are_served_again_under_the_same_load() {
+        let config = LearnedConfig {
+            baseline: 60,
+            ..Default::default()
+        };
+        let (mut detector, _) = trained(&config);
+        let start = 60 + SKIPPED;
+        let fired = (start..start + 10)
+            .find_map(|at| {
+                detector
+                    .on_snapshot(&snapshot(at, 400.0, 150.0), Context::default())
+                    .finding
+            })
+            .expect("the overload fires");
+        assert_eq!(fired.anomaly.signature, Signature::Overload);
+        let cleared = (start + 10..start + 25).find_map(|at| {
+            detector
+                .on_snapshot(&snapshot(at, 20.0, 150.0), Context::default())
+                .finding
+                .filter(|f| f.anomaly.state == AnomalyState::Cleared)
+                .map(|_| at - start - 10)
+        });
+        assert!(
+            cleared.is_some_and(|windows| windows <= 8),
+            "still firing under the same load, served as usual: {cleared:?}"
+        );
     }
 
     /// A burst of users served as fast as ever is not an anomaly to act on, nor is a quiet

@@ -3,7 +3,8 @@
 //! lasts `max_episode` windows accepted as the new normal.
 
 use super::{
-    Hysteresis, Judgement, Lags, Learned, LearnedConfig, Learner, Seasonal, Smoother, Transition,
+    Hysteresis, Judgement, Lags, Learned, LearnedConfig, Learner, Model, Seasonal, Smoother,
+    Transition,
 };
 
 /// One scored series (an instance, a NAB file, an ASD server): its lag window and episode
@@ -60,13 +61,24 @@ impl Track {
 
     /// Judges one window, moves the episode, and learns from it when it looked normal.
     pub fn step(&mut self, learner: &mut Learner, window: &[f64]) -> Step {
-        self.step_learning(learner, window, true)
+        self.step_learning(learner, window, true, |_, _| false)
     }
 
     /// [`Track::step`], learning from the window only when `learn` (false: the window is
     /// judged but never enters a baseline or a refit, and a long episode is not taken as
     /// the new normal: a chaos injection in force, a hard fault the rules see).
-    pub fn step_learning(&mut self, learner: &mut Learner, window: &[f64], learn: bool) -> Step {
+    ///
+    /// `served(model, x)`: while an episode is open, a window over the threshold still counts
+    /// as quiet when it says users are served as usual (more load than normal, the latency
+    /// and errors back: capacity was added), so an overload's episode closes once the repair
+    /// works, not only once the load falls.
+    pub fn step_learning(
+        &mut self,
+        learner: &mut Learner,
+        window: &[f64],
+        learn: bool,
+        served: fn(&Model, &[f64]) -> bool,
+    ) -> Step {
         let Some(x) = self
             .seasonal
             .push(window)
@@ -79,9 +91,12 @@ impl Track {
             };
         };
         let judgement = learner.judge(x, &mut self.smoother);
-        let transition = match judgement {
-            Some(j) => self.hysteresis.push(j.exceeds),
-            None => Transition::Unchanged,
+        let transition = match (judgement, learner.model()) {
+            (Some(j), Some(model)) => {
+                let quiet_enough = j.exceeds && self.hysteresis.is_open() && served(model, x);
+                self.hysteresis.push(j.exceeds && !quiet_enough)
+            }
+            _ => Transition::Unchanged,
         };
         // Only an episode is left out of later fits: a lone exceedance is the normal tail
         // the next threshold is calibrated on.

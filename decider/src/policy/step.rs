@@ -12,7 +12,7 @@ use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
 };
-use super::mitigation::{is_stopgap, is_temporary, undo};
+use super::mitigation::{is_stopgap, is_temporary, undo, Lift};
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
 use crate::playbook::{Playbook, Step};
@@ -23,7 +23,14 @@ use crate::safety::TokenBucket;
 /// the next step (the executor serialises the two on the container), and is not left for
 /// the lifting after a recovery nor behind an escalation. A scale_out stays: it costs no
 /// user anything and is undone after the recovery.
-fn undo_unhelpful_stopgap(open: &mut Open, now_ms: u64, out: &mut Vec<Decided>) {
+/// While the kill switch or a maintenance window holds actions (`held`), the undoing waits
+/// among the lifts instead, sent once actions are allowed and the incident is over.
+fn undo_unhelpful_stopgap(
+    open: &mut Open,
+    held: Option<&mut Vec<Lift>>,
+    now_ms: u64,
+    out: &mut Vec<Decided>,
+) {
     let Some(tried) = open.tried.last() else {
         return;
     };
@@ -42,6 +49,22 @@ fn undo_unhelpful_stopgap(open: &mut Open, now_ms: u64, out: &mut Vec<Decided>) 
         ),
         ..undo(&stopgap, 0)
     };
+    if let Some(lifts) = held {
+        note(
+            open,
+            now_ms,
+            format!(
+                "{} did not help; actions are held, so it is lifted later",
+                stopgap.action
+            ),
+        );
+        lifts.push(Lift {
+            due: now_ms,
+            correlation_id: open.correlation_id.clone(),
+            request: undo,
+        });
+        return;
+    }
     note(
         open,
         now_ms,
@@ -98,6 +121,8 @@ impl Decider {
         now_ms: u64,
         out: &mut Vec<Decided>,
     ) {
+        let held =
+            self.controls.kill_switch || self.controls.in_maintenance(service, now_ms).is_some();
         let Some(open) = self.open.get_mut(service) else {
             return;
         };
@@ -120,7 +145,7 @@ impl Decider {
                 if carried_out {
                     let value = self.values.update(signature, &step, Outcome::NotRecovered);
                     emit_value(open, out, signature, step.action, value);
-                    undo_unhelpful_stopgap(open, now_ms, out);
+                    undo_unhelpful_stopgap(open, held.then_some(&mut self.lifts), now_ms, out);
                 }
             }
         }

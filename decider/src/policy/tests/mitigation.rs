@@ -250,3 +250,30 @@ fn a_stopgap_that_did_not_help_is_undone_at_once() {
         .collect();
     assert!(later.is_empty(), "lifted once: {later:?}");
 }
+
+/// The kill switch holds every action, the undoing of a stopgap too: it is not sent while
+/// the switch is on.
+#[test]
+fn the_undoing_of_an_unhelpful_stopgap_waits_for_the_kill_switch() {
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 10_000,
+        cooldown_ms: 0,
+        ..config()
+    });
+    let open = actions(&fire(&mut d, &firing(Signature::ErrorsUp), 0))
+        .pop()
+        .expect("the first step");
+    d.decide(
+        Input::Result(&result_of(&open, ActionOutcome::Succeeded)),
+        100,
+    );
+    d.decide(
+        Input::Control {
+            key: crate::safety::KILL_SWITCH_KEY,
+            value: Some("on"),
+        },
+        5_000,
+    );
+    let out = d.decide(Input::Tick, 10_200);
+    assert!(actions(&out).is_empty(), "{:?}", audits(&out));
+}

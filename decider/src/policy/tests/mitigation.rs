@@ -203,11 +203,9 @@ fn an_attack_blocks_its_sources_and_the_block_is_lifted_later() {
     assert_eq!(lift.params.get("state").map(String::as_str), Some("off"));
 }
 
-/// A stopgap that did not bring the service back only hurts its users (an open circuit
-/// fails every call): it is undone at once, before the next step, and never left behind by
-/// an escalation.
-#[test]
-fn a_stopgap_that_did_not_help_is_undone_at_once() {
+/// errors_up on orders: the circuit is opened and the verification (10 s) begins; the
+/// service will not recover behind it.
+fn circuit_opened_in_vain() -> (Decider, ActionRequest) {
     let mut d = decider(PolicyConfig {
         verify_deadline_ms: 10_000,
         cooldown_ms: 0,
@@ -221,6 +219,15 @@ fn a_stopgap_that_did_not_help_is_undone_at_once() {
         Input::Result(&result_of(&open, ActionOutcome::Succeeded)),
         100,
     );
+    (d, open)
+}
+
+/// A stopgap that did not bring the service back only hurts its users (an open circuit
+/// fails every call): it is undone at once, before the next step, and never left behind by
+/// an escalation.
+#[test]
+fn a_stopgap_that_did_not_help_is_undone_at_once() {
+    let (mut d, open) = circuit_opened_in_vain();
     let out = d.decide(Input::Tick, 10_200);
     let sent = actions(&out);
     let kinds: Vec<(ActionKind, Option<&str>)> = sent
@@ -255,18 +262,7 @@ fn a_stopgap_that_did_not_help_is_undone_at_once() {
 /// the switch is on.
 #[test]
 fn the_undoing_of_an_unhelpful_stopgap_waits_for_the_kill_switch() {
-    let mut d = decider(PolicyConfig {
-        verify_deadline_ms: 10_000,
-        cooldown_ms: 0,
-        ..config()
-    });
-    let open = actions(&fire(&mut d, &firing(Signature::ErrorsUp), 0))
-        .pop()
-        .expect("the first step");
-    d.decide(
-        Input::Result(&result_of(&open, ActionOutcome::Succeeded)),
-        100,
-    );
+    let (mut d, _) = circuit_opened_in_vain();
     d.decide(
         Input::Control {
             key: crate::safety::KILL_SWITCH_KEY,

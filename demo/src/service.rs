@@ -321,13 +321,18 @@ impl Service {
             .is_ok_and(|list| list.is_blocked(source))
     }
 
+    /// Changes the block list, and its gauge with it.
+    fn change_blocklist(&self, change: impl FnOnce(&mut Blocklist, Instant)) {
+        if let Ok(mut list) = self.blocklist.lock() {
+            change(&mut list, Instant::now());
+            self.blocked_sources.set(list.blocked() as i64);
+        }
+    }
+
     /// The screen refused a request of `source`: a repeat offender is blocked while
     /// blocking is on.
     fn offence(&self, source: std::net::IpAddr) {
-        if let Ok(mut list) = self.blocklist.lock() {
-            list.offence(source, Instant::now());
-            self.blocked_sources.set(list.blocked() as i64);
-        }
+        self.change_blocklist(|list, now| list.offence(source, now));
     }
 
     /// Whether the admin settings refuse this request, and with which status.
@@ -583,10 +588,7 @@ async fn set_circuit(State(svc): State<Shared>, Json(body): Json<CircuitBody>) -
 
 async fn set_block(State(svc): State<Shared>, Json(body): Json<BlockBody>) -> Json<AdminState> {
     let on = matches!(body.state, Switch::On);
-    if let Ok(mut list) = svc.blocklist.lock() {
-        list.set(on, Instant::now());
-        svc.blocked_sources.set(list.blocked() as i64);
-    }
+    svc.change_blocklist(|list, now| list.set(on, now));
     update_admin(&svc, |a| a.block_sources = on)
 }
 

@@ -429,6 +429,21 @@ pub struct ActionRequest {
     pub reason: String,
 }
 
+impl ActionRequest {
+    /// Whether it sets a stopgap, holding a service up without repairing it (a throttle, an
+    /// open circuit, blocked sources: `Some(true)`), lifts one (`rps` 0 or `off`, `closed`,
+    /// `off`: `Some(false)`), or is no stopgap action at all (`None`).
+    pub fn stopgap(&self) -> Option<bool> {
+        let param = |k: &str| self.params.get(k).map(|v| v.trim().to_ascii_lowercase());
+        Some(match self.action {
+            ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
+            ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
+            ActionKind::BlockSources => param("state").as_deref() != Some("off"),
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionOutcome {

@@ -327,12 +327,8 @@ pub fn stopgaps_in_force<'a>(
         if r.service.as_str() != service {
             continue;
         }
-        let param = |k: &str| r.params.get(k).map(|v| v.trim().to_ascii_lowercase());
-        let set = match r.action {
-            ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
-            ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
-            ActionKind::BlockSources => param("state").as_deref() != Some("off"),
-            _ => continue,
+        let Some(set) = r.stopgap() else {
+            continue;
         };
         in_force.retain(|a| *a != r.action);
         if set {

@@ -28,13 +28,25 @@ pub(super) struct Lift {
 /// A throttle, an opened circuit breaker, blocked sources: it holds a service up without
 /// repairing it.
 pub(super) fn is_stopgap(request: &ActionRequest) -> bool {
-    let param = |k: &str| request.params.get(k).map(|v| v.trim().to_ascii_lowercase());
-    match request.action {
-        ActionKind::Throttle => !matches!(param("rps").as_deref(), Some("0" | "off")),
-        ActionKind::CircuitBreaker => param("state").as_deref() == Some("open"),
-        ActionKind::BlockSources => param("state").as_deref() != Some("off"),
-        _ => false,
-    }
+    request.stopgap() == Some(true)
+}
+
+/// The undoing of a stopgap sent now: its `mitigation.lifted` record and the action.
+pub(super) fn send_lift(lift: Lift, out: &mut Vec<Decided>) {
+    out.push(Decided {
+        correlation_id: lift.correlation_id.clone(),
+        decision: Decision::Audit {
+            service: lift.request.service.clone(),
+            what: AuditCode::MitigationLifted,
+            why: lift.request.reason.clone(),
+            outcome: format!("{} {:?}", lift.request.action, lift.request.params),
+            action_id: Some(lift.request.action_id.clone()),
+        },
+    });
+    out.push(Decided {
+        correlation_id: lift.correlation_id,
+        decision: Decision::Action(lift.request),
+    });
 }
 
 /// How long after a scale_in's result the death of the replica it removed may still arrive
@@ -145,15 +157,7 @@ impl Decider {
                     ),
                 );
             }
-            out.push(audit(
-                AuditCode::MitigationLifted,
-                lift.request.reason.clone(),
-                format!("{} {:?}", lift.request.action, lift.request.params),
-            ));
-            out.push(Decided {
-                correlation_id: lift.correlation_id.clone(),
-                decision: Decision::Action(lift.request),
-            });
+            send_lift(lift, out);
         }
     }
 }

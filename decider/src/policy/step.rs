@@ -12,7 +12,7 @@ use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
 };
-use super::mitigation::{is_stopgap, is_temporary, undo, Lift};
+use super::mitigation::{is_stopgap, is_temporary, send_lift, undo, Lift};
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
 use crate::playbook::{Playbook, Step};
@@ -49,41 +49,32 @@ fn undo_unhelpful_stopgap(
         ),
         ..undo(&stopgap, 0)
     };
-    if let Some(lifts) = held {
-        note(
-            open,
-            now_ms,
-            format!(
-                "{} did not help; actions are held, so it is lifted later",
-                stopgap.action
-            ),
-        );
-        lifts.push(Lift {
-            due: now_ms,
-            correlation_id: open.correlation_id.clone(),
-            request: undo,
-        });
-        return;
+    let lift = Lift {
+        due: now_ms,
+        correlation_id: open.correlation_id.clone(),
+        request: undo,
+    };
+    match held {
+        Some(lifts) => {
+            note(
+                open,
+                now_ms,
+                format!(
+                    "{} did not help; actions are held, so it is lifted later",
+                    stopgap.action
+                ),
+            );
+            lifts.push(lift);
+        }
+        None => {
+            note(
+                open,
+                now_ms,
+                format!("{} undone: it did not help", stopgap.action),
+            );
+            send_lift(lift, out);
+        }
     }
-    note(
-        open,
-        now_ms,
-        format!("{} undone: it did not help", stopgap.action),
-    );
-    out.push(Decided {
-        correlation_id: open.correlation_id.clone(),
-        decision: Decision::Audit {
-            service: open.incident.service.clone(),
-            what: AuditCode::MitigationLifted,
-            why: undo.reason.clone(),
-            outcome: format!("{} {:?}", undo.action, undo.params),
-            action_id: Some(undo.action_id.clone()),
-        },
-    });
-    out.push(Decided {
-        correlation_id: open.correlation_id.clone(),
-        decision: Decision::Action(undo),
-    });
 }
 
 /// Grace after an action's own timeout before its missing result counts as a failure.

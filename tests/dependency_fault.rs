@@ -2,7 +2,9 @@
 //! chain of three demo containers on their own network (`gateway` calls `orders`, which
 //! calls `payments`) under steady load on the gateway. Chaos makes `payments` answer half its
 //! calls with errors; its callers fail with it. immune must heal it by acting on `payments`
-//! alone: the callers' anomalies wait for their dependency and clear with it.
+//! alone: the callers' anomalies wait for their dependency and clear with it, and the
+//! incident of `payments` recovers only once its callers are served again (a circuit opened
+//! on `payments` clears its own errors while every call of `orders` fails).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -22,11 +24,30 @@ const LOAD_RPS: u64 = 20;
 /// How long the fault would last before chaos reverts it: a recovery before is immune's.
 const FAULT_MS: u64 = 150_000;
 
-/// What the bus showed, per service: anomalies that fired, actions requested.
+/// What the bus showed, per service: anomalies that fired, actions requested; and which
+/// anomalies of the callers were still firing when payments' incident recovered.
 #[derive(Debug, Default)]
 struct Seen {
     fired: BTreeMap<String, BTreeSet<String>>,
     actions: Vec<(String, String)>,
+    /// Anomaly id → "service signature", while it fires.
+    firing: BTreeMap<String, String>,
+    firing_at_recovery: Option<Vec<String>>,
+    /// The last action requested on payments (with its `state`), and the one before its
+    /// incident recovered: a stopgap, or a repair.
+    last_on_payments: Option<String>,
+    credited: Option<String>,
+}
+
+/// How an action that sets a stopgap is written in [`Seen`].
+const STOPGAP: &str = " (stopgap)";
+
+fn stopgap_mark(stopgap: Option<bool>) -> &'static str {
+    if stopgap == Some(true) {
+        STOPGAP
+    } else {
+        ""
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -90,13 +111,37 @@ async fn errors_in_payments_are_healed_on_payments_and_its_callers_are_left_alon
                             .entry(a.service.to_string())
                             .or_default()
                             .insert(a.signature.to_string());
+                        seen.firing
+                            .insert(a.anomaly_id, format!("{} {}", a.service, a.signature));
+                    }
+                    Event::Anomaly(a) => {
+                        eprintln!("{at:6.1} s cleared {} {}", a.service, a.signature);
+                        seen.firing.remove(&a.anomaly_id);
                     }
                     Event::ActionRequest(r) => {
                         eprintln!("{at:6.1} s action {} on {}", r.action, r.service);
+                        // (the undoing of a stopgap is no step of the walk)
+                        if r.service.as_str() == "payments" && r.stopgap() != Some(false) {
+                            seen.last_on_payments =
+                                Some(format!("{}{}", r.action, stopgap_mark(r.stopgap())));
+                        }
                         seen.actions
                             .push((r.service.to_string(), r.action.to_string()));
                     }
                     Event::Audit(r) => {
+                        if r.what == "incident.recovered"
+                            && r.service.as_str() == "payments"
+                            && seen.firing_at_recovery.is_none()
+                        {
+                            let callers = seen
+                                .firing
+                                .values()
+                                .filter(|f| !f.starts_with("payments"))
+                                .cloned()
+                                .collect();
+                            seen.firing_at_recovery = Some(callers);
+                            seen.credited = seen.last_on_payments.clone();
+                        }
                         eprintln!(
                             "{at:6.1} s {} {}: {} | {}",
                             r.stage, r.what, r.outcome, r.why
@@ -172,6 +217,20 @@ async fn errors_in_payments_are_healed_on_payments_and_its_callers_are_left_alon
         seen.actions.iter().any(|(s, _)| s == "payments"),
         "payments acted on: {seen:?}"
     );
+    // A stopgap on payments (its circuit opened) may clear payments' own errors while
+    // orders fails every call it makes: it counts only once the callers are served. (A
+    // repair counts when payments' own anomaly clears; the callers' clear a second later.)
+    if seen
+        .credited
+        .as_deref()
+        .is_some_and(|a| a.ends_with(STOPGAP))
+    {
+        assert_eq!(
+            seen.firing_at_recovery,
+            Some(Vec::new()),
+            "a stopgap counted while the callers of payments still failed: {seen:?}"
+        );
+    }
     let on_callers: Vec<_> = seen
         .actions
         .iter()

@@ -1,15 +1,16 @@
 //! The foundation slice, against the real things: a real nats-server, the five stages, and
-//! a demo service in a real container. A crash and then a hang are injected through the
-//! chaos subject; each time the container must be restarted and healthy again, and the audit
-//! stream must hold the whole chain (chaos injected, anomaly, action, result, recovered)
-//! under the chaos run's correlation id (the checks are `immune_tests::heal`).
+//! a demo service in a real container. A crash, a hang and a pause are injected through the
+//! chaos subject; each time the container must be restarted (unpaused, keeping its state,
+//! for the pause) and healthy again, and the audit stream must hold the whole chain (chaos
+//! injected, anomaly, action, result, recovered) under the chaos run's correlation id (the
+//! checks are `immune_tests::heal_by`).
 
-use immune_nats::FaultKind;
+use immune_nats::{ActionKind, FaultKind};
 use immune_testkit::{unique, DemoContainer, DemoSpec, NatsServer};
 use immune_tests::{Pipeline, PipelineConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_and_a_hang_are_healed_end_to_end() {
+async fn a_crash_a_hang_and_a_pause_are_healed_end_to_end() {
     let nats = NatsServer::start().await;
     let project = unique("e2e");
     let demo = DemoContainer::start(DemoSpec::new("orders", &project)).await;
@@ -20,8 +21,12 @@ async fn a_crash_and_a_hang_are_healed_end_to_end() {
     // The collector must have found the container and seen it healthy before we break it.
     immune_tests::await_healthy_snapshot(&bus, &demo).await;
 
-    for fault in [FaultKind::Crash, FaultKind::Hang] {
-        let healed = immune_tests::heal(&bus, &demo, fault).await;
+    for (fault, action) in [
+        (FaultKind::Crash, ActionKind::Restart),
+        (FaultKind::Hang, ActionKind::Restart),
+        (FaultKind::Pause, ActionKind::Unpause),
+    ] {
+        let healed = immune_tests::heal_by(&bus, &demo, fault, action).await;
         println!(
             "{fault}: detected {} ms after injection; healthy again {} ms after injection \
              (wall clock request-to-recovered {} ms)",

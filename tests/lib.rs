@@ -27,7 +27,7 @@ use futures::StreamExt;
 use immune_chaos::follow::{self, Follower, RunEnd};
 use immune_nats::streams::{ConsumerSpec, StreamSpec};
 use immune_nats::{
-    decode, AuditRecord, ChaosRequest, Envelope, Event, FaultKind, ServiceName, Stage,
+    decode, ActionKind, AuditRecord, ChaosRequest, Envelope, Event, FaultKind, ServiceName, Stage,
 };
 use immune_runtime::{Bus, BusConfig, Shutdown, Telemetry};
 use immune_testkit::{within, DemoContainer, NatsServer, RunningStage, StageProcess};
@@ -389,6 +389,17 @@ pub struct Healed {
 /// immune heals it: the run recovers, the container was restarted exactly once and answers
 /// again, and the audit holds [`HEAL_CHAIN`] in order under the run's correlation id.
 pub async fn heal(bus: &Bus, demo: &DemoContainer, fault: FaultKind) -> Healed {
+    heal_by(bus, demo, fault, ActionKind::Restart).await
+}
+
+/// [`heal`], by one `action`: a restart starts the container anew, any other action (an
+/// unpause) brings it back without a restart.
+pub async fn heal_by(
+    bus: &Bus,
+    demo: &DemoContainer,
+    fault: FaultKind,
+    action: ActionKind,
+) -> Healed {
     let started_before = demo.started_at().await;
     let mut follower = Follower::subscribe(bus.client())
         .await
@@ -421,11 +432,12 @@ pub async fn heal(bus: &Bus, demo: &DemoContainer, fault: FaultKind) -> Healed {
     );
     let wall = injected_at.elapsed();
 
-    // The container really was restarted and really answers again.
-    assert_ne!(
-        demo.started_at().await,
-        started_before,
-        "{fault}: container was not restarted"
+    // The container really was restarted (or really was not) and really answers again.
+    let restarted = demo.started_at().await != started_before;
+    assert_eq!(
+        restarted,
+        action == ActionKind::Restart,
+        "{fault}: healed by {action}, yet restarted: {restarted}"
     );
     assert!(
         demo.healthy().await,
@@ -445,13 +457,15 @@ pub async fn heal(bus: &Bus, demo: &DemoContainer, fault: FaultKind) -> Healed {
         };
         position += offset;
     }
-    let restarts = records
+    let requested: Vec<&str> = records
         .iter()
         .filter(|(_, r)| r.what == "action.requested")
-        .count();
+        .map(|(_, r)| r.outcome.split(' ').next().unwrap_or_default())
+        .collect();
     assert_eq!(
-        restarts, 1,
-        "{fault}: exactly one restart expected: {trail:#?}"
+        requested,
+        [action.as_str()],
+        "{fault}: exactly one {action} expected: {trail:#?}"
     );
 
     let stamp = |what: &str| {

@@ -75,6 +75,9 @@ audit_codes! {
     ApprovalExpired => "approval.expired",
     /// The steady state is being checked after an action.
     VerificationStarted => "verification.started",
+    /// A stopgap held the service up: its callers and the entry point must be served again
+    /// too before it counts.
+    VerificationCallers => "verification.callers",
     /// The steady state did not come back in time.
     VerificationFailed => "verification.failed",
     /// A mitigation (throttle, circuit breaker) was lifted after recovery.

@@ -232,6 +232,9 @@ pub enum Signature {
     OomKilled,
     /// The container runs but does not answer its health check (hang, freeze, deadlock).
     Unresponsive,
+    /// The container is paused (`docker pause`: its processes frozen, memory kept): it
+    /// answers nothing until unpaused, which keeps its state, where a restart loses it.
+    Paused,
     /// Metrics cannot be scraped while health still passes.
     TargetDown,
     /// Latency up, errors flat.
@@ -257,6 +260,7 @@ impl Signature {
             Signature::Crashed => "crashed",
             Signature::OomKilled => "oom_killed",
             Signature::Unresponsive => "unresponsive",
+            Signature::Paused => "paused",
             Signature::TargetDown => "target_down",
             Signature::LatencyUp => "latency_up",
             Signature::ErrorsUp => "errors_up",
@@ -269,10 +273,11 @@ impl Signature {
     }
 
     /// Every signature, in declaration order.
-    pub const ALL: [Signature; 11] = [
+    pub const ALL: [Signature; 12] = [
         Signature::Crashed,
         Signature::OomKilled,
         Signature::Unresponsive,
+        Signature::Paused,
         Signature::TargetDown,
         Signature::LatencyUp,
         Signature::ErrorsUp,

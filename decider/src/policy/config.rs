@@ -45,6 +45,13 @@ pub struct PolicyConfig {
     /// (5 s in the demo), then the learned model clears after n quiet windows (5 s shipped);
     /// seen live, 17 s for `orders` after a restart of `payments`.
     pub recovery_settle_ms: u64,
+    /// A stopgap (throttle, open circuit, blocked sources) is verified on what users feel:
+    /// once the service's own anomaly cleared, its callers (the entry point among them) are
+    /// given this long to show a trouble the stopgap moved onto them (a caller's gray
+    /// anomaly fires 2-3 s after its cause), then every caller's errors, latency or
+    /// overload must have cleared, within `recovery_settle_ms`. 0: the service's own
+    /// anomaly clearing verifies a stopgap as it does a repair.
+    pub callers_settle_ms: u64,
     /// Escalations are also POSTed (JSON) to this URL when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation_webhook: Option<String>,
@@ -81,6 +88,7 @@ impl Default for PolicyConfig {
             max_services_acting: 3,
             root_cause_wait_ms: 2_000,
             recovery_settle_ms: 20_000,
+            callers_settle_ms: 4_000,
             escalation_webhook: None,
             lift_mitigations_after_ms: 60_000,
             scale_in_after_ms: 120_000,

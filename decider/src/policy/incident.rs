@@ -12,6 +12,7 @@ use immune_nats::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::mitigation::is_stopgap;
 use super::root_cause::own_fault;
 use super::{Decided, Decider, Decision, SETTLED_KEEP_MS, SETTLED_MAX};
 
@@ -57,11 +58,24 @@ pub(super) struct Open {
     pub(super) tried: Vec<ActionTried>,
     /// Stopgaps sent (throttle, open circuit) and scale_outs, to undo after recovery.
     pub(super) mitigations: Vec<ActionRequest>,
+    /// The anomaly cleared under a stopgap: from this time on, the incident recovers once
+    /// no caller of the service is anomalous (its users are served again too).
+    #[serde(default)]
+    pub(super) callers_from: Option<u64>,
 }
 
 impl Open {
     pub(super) fn acting(&self) -> bool {
         matches!(self.phase, Phase::InFlight { .. } | Phase::Verifying { .. })
+    }
+
+    /// The step last carried out is a stopgap that is still in place.
+    pub(super) fn under_stopgap(&self) -> bool {
+        self.tried.last().is_some_and(|tried| {
+            self.mitigations
+                .iter()
+                .any(|m| m.action_id == tried.action_id && is_stopgap(m))
+        })
     }
 }
 
@@ -110,6 +124,7 @@ impl Decider {
                 // The episode that opened the incident ended, or a restarted detector lost
                 // it: this one, from the same place, takes its place.
                 open.cleared = false;
+                open.callers_from = None;
                 open.anomaly = anomaly.clone();
                 remember_signal(open, anomaly);
                 note(
@@ -175,6 +190,7 @@ impl Decider {
             signals: Vec::new(),
             tried: Vec::new(),
             mitigations: Vec::new(),
+            callers_from: None,
         };
         remember_signal(&mut open, anomaly);
         note(
@@ -239,7 +255,7 @@ impl Decider {
         open.cleared = true;
         match open.phase {
             Phase::InFlight { .. } => {} // recovered once the action's result is in
-            _ => self.recover(&anomaly.service, now_ms, out),
+            _ => self.cleared(&anomaly.service, now_ms, out),
         }
     }
 

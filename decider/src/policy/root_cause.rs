@@ -16,10 +16,25 @@ fn can_cause_callers(signature: Signature) -> bool {
     signature != Signature::TrafficDrop
 }
 
-/// The container itself died or was OOM-killed: it is its own culprit whatever its
-/// dependencies do, so the root-cause wait and hold do not apply.
+/// What the users of a caller feel of a dependency's trouble: its answers fail or slow.
+fn users_feel(signature: Signature) -> bool {
+    matches!(
+        signature,
+        Signature::ErrorsUp
+            | Signature::LatencyUp
+            | Signature::Overload
+            | Signature::Unresponsive
+            | Signature::Paused
+    )
+}
+
+/// The container itself died, was OOM-killed or is paused: it is its own culprit whatever
+/// its dependencies do, so the root-cause wait and hold do not apply.
 pub(super) fn own_fault(signature: Signature) -> bool {
-    matches!(signature, Signature::Crashed | Signature::OomKilled)
+    matches!(
+        signature,
+        Signature::Crashed | Signature::OomKilled | Signature::Paused
+    )
 }
 
 impl Decider {
@@ -58,7 +73,28 @@ impl Decider {
             .unwrap_or(0)
     }
 
+    /// A service that calls `service` (transitively: the entry point too) and whose users
+    /// feel it, with what they feel: an anomaly of its open incident still firing.
+    pub(super) fn suffering_caller(
+        &self,
+        service: &ServiceName,
+    ) -> Option<(ServiceName, Signature)> {
+        self.open
+            .iter()
+            .filter(|(caller, _)| *caller != service && self.depends_transitively(caller, service))
+            .find_map(|(caller, open)| {
+                let own = (!open.cleared).then_some(open.anomaly.signature);
+                own.into_iter()
+                    .chain(open.others.values().map(|(a, _)| a.signature))
+                    .find(|&s| users_feel(s))
+                    .map(|s| (caller.clone(), s))
+            })
+    }
+
     /// The deepest anomalous service among those `service` (transitively) calls, if any.
+    /// A dependency whose anomaly cleared still counts while its incident is open (a stopgap
+    /// whose callers are looked at, an action whose result is awaited, the next step after
+    /// a stopgap that did not serve the callers): it is their likely culprit, not they.
     pub(super) fn anomalous_dependency(&self, service: &ServiceName) -> Option<ServiceName> {
         if self.depends_on.get(service).is_none_or(Vec::is_empty) {
             return None;
@@ -74,7 +110,7 @@ impl Decider {
                         if self
                             .open
                             .get(dep)
-                            .is_some_and(|o| !o.cleared && can_cause_callers(o.incident.signature))
+                            .is_some_and(|o| can_cause_callers(o.incident.signature))
                         {
                             deepest = Some(dep.clone());
                         }

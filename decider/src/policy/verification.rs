@@ -49,11 +49,12 @@ impl Decider {
                     );
                     open.anomaly.container_id = replacement.clone();
                 }
+                let until = now_ms + self.config.verify_deadline_ms;
                 if open.cleared {
-                    self.recover(&result.service, now_ms, out);
+                    open.phase = Phase::Verifying { until };
+                    self.cleared(&result.service, now_ms, out);
                     return;
                 }
-                let until = now_ms + self.config.verify_deadline_ms;
                 open.phase = Phase::Verifying { until };
                 open.incident.state = IncidentState::Verifying;
                 emit_incident(open, out);
@@ -99,8 +100,72 @@ impl Decider {
         }
     }
 
+    /// The incident's anomaly cleared while no action is in flight. A repair is verified by
+    /// that. A stopgap only holds the service up, so what its users feel decides: its
+    /// callers, the entry point among them, get `callers_settle_ms` to show a trouble the
+    /// stopgap moved onto them (an open circuit fails every call to the service), then the
+    /// incident recovers once none of them is anomalous, by `recovery_settle_ms` from now
+    /// (their calls that failed or piled up must end first) or the verification fails.
+    pub(super) fn cleared(&mut self, service: &ServiceName, now_ms: u64, out: &mut Vec<Decided>) {
+        let settle = self.config.callers_settle_ms;
+        let Some(open) = self.open.get_mut(service) else {
+            return;
+        };
+        let verifying = matches!(open.phase, Phase::Verifying { .. });
+        if settle == 0 || !verifying || !open.under_stopgap() {
+            return self.recover(service, now_ms, out);
+        }
+        if open.callers_from.is_some() {
+            return;
+        }
+        let until = now_ms + settle.max(self.config.recovery_settle_ms);
+        if let Phase::Verifying { until: deadline } = &mut open.phase {
+            *deadline = (*deadline).max(until);
+        }
+        open.callers_from = Some(now_ms + settle);
+        let action = open
+            .tried
+            .last()
+            .map_or_else(|| "the stopgap".to_string(), |t| t.action.to_string());
+        note(
+            open,
+            now_ms,
+            format!("the anomaly cleared under {action}; its callers must be served again too"),
+        );
+        emit_audit(
+            open,
+            out,
+            AuditCode::VerificationCallers,
+            format!("{action} holds the service up without repairing it"),
+            format!(
+                "recovered once its callers' errors and latency stay clear from {settle} ms \
+                 on, by {} ms",
+                until - now_ms
+            ),
+        );
+    }
+
+    /// Stopgaps whose services cleared: recovered once no caller is anomalous any more.
+    fn callers_served(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
+        let verified: Vec<ServiceName> = self
+            .open
+            .iter()
+            .filter(|(service, open)| {
+                open.cleared
+                    && open.callers_from.is_some_and(|from| now_ms >= from)
+                    && matches!(open.phase, Phase::Verifying { .. })
+                    && self.suffering_caller(service).is_none()
+            })
+            .map(|(service, _)| service.clone())
+            .collect();
+        for service in verified {
+            self.recover(&service, now_ms, out);
+        }
+    }
+
     pub(super) fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Decided>) {
         self.lift_due(now_ms, out);
+        self.callers_served(now_ms, out);
         let expired: Vec<ServiceName> = self
             .open
             .iter()
@@ -113,10 +178,23 @@ impl Decider {
             .map(|(service, _)| service.clone())
             .collect();
         for service in expired {
+            let suffering = self.suffering_caller(&service);
             let Some(open) = self.open.get_mut(&service) else {
                 continue;
             };
+            let waited_for_callers = open.callers_from.take().is_some();
             let (what, outcome, why) = match &open.phase {
+                Phase::Verifying { .. } if waited_for_callers => (
+                    AuditCode::VerificationFailed,
+                    "not_verified",
+                    match suffering {
+                        Some((caller, signature)) => format!(
+                            "the service cleared, but its caller {caller} is still \
+                             {signature}: its users are not served"
+                        ),
+                        None => "its callers did not stay clear".into(),
+                    },
+                ),
                 Phase::Verifying { .. } => (
                     AuditCode::VerificationFailed,
                     "not_verified",

@@ -26,16 +26,17 @@ impl RuleEngine {
             ContainerEventKind::OomKilled => {
                 (Signature::OomKilled, "container was OOM-killed".to_string())
             }
+            ContainerEventKind::Paused => (Signature::Paused, "container is paused".to_string()),
             ContainerEventKind::Started => {
                 instance.failures = 0;
                 return None;
             }
             _ => return None,
         };
-        let rule = if signature == Signature::OomKilled {
-            "rule:oom_killed"
-        } else {
-            "rule:container_died"
+        let rule = match signature {
+            Signature::OomKilled => "rule:oom_killed",
+            Signature::Paused => "rule:container_paused",
+            _ => "rule:container_died",
         };
         fire(
             instance,
@@ -68,7 +69,7 @@ impl RuleEngine {
                 instance,
                 &self.chaos_runs,
                 snapshot,
-                Signature::Unresponsive,
+                Signature::Paused,
                 "rule:container_paused",
                 "container is paused".to_string(),
                 (1.0, 1.0),
@@ -292,6 +293,29 @@ mod tests {
         let mut died = samples::container_event();
         died.observed_ms = 90; // reported late, before the healthy probe
         assert!(rules.on_container_event(&died).is_none());
+    }
+
+    #[test]
+    fn a_paused_container_is_named_paused_from_its_event_or_its_state() {
+        let mut rules = RuleEngine::new(RuleConfig::default());
+        let paused = ContainerEvent {
+            kind: ContainerEventKind::Paused,
+            ..samples::container_event()
+        };
+        let fired = rules.on_container_event(&paused).expect("fires at once");
+        assert_eq!(fired.anomaly.signature, Signature::Paused);
+        assert_eq!(fired.anomaly.detector, "rule:container_paused");
+        assert!(
+            rules
+                .on_snapshot(&snapshot(ContainerState::Paused, None, 1))
+                .is_none(),
+            "one episode"
+        );
+        let mut other = RuleEngine::new(RuleConfig::default());
+        let fired = other
+            .on_snapshot(&snapshot(ContainerState::Paused, None, 1))
+            .expect("fires");
+        assert_eq!(fired.anomaly.signature, Signature::Paused);
     }
 
     #[test]

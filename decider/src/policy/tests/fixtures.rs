@@ -125,13 +125,15 @@ pub(super) fn playbook(text: &str) -> Playbook {
     Playbook::parse(text).expect("test playbook")
 }
 
-/// A policy without learning, exploration or root-cause waits, unless a test wants them.
+/// A policy without learning or exploration, whose stopgaps are verified by the service's
+/// own anomaly clearing (`callers_settle_ms` 0), unless a test wants them.
 pub(super) fn config() -> PolicyConfig {
     PolicyConfig {
         learning: LearningConfig {
             enabled: false,
             ..Default::default()
         },
+        callers_settle_ms: 0,
         ..Default::default()
     }
 }

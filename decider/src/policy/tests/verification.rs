@@ -1,10 +1,12 @@
 //! Results and deadlines: a stale result changes nothing, a missing one fails the step, a
-//! recreate's replacement receives the next step, a refused action teaches nothing.
+//! recreate's replacement receives the next step, a refused action teaches nothing; a
+//! stopgap counts only once the service's callers and the entry point are served again.
 
 use immune_nats::{samples, ActionKind, ActionOutcome, ActionResult, Signature};
 
 use super::fixtures::{
-    actions, audits, cleared, config, decider, escalations, fire, firing, playbook, result_of,
+    actions, audit_text, audits, cleared, cleared_on, config, decider, escalations, fire, firing,
+    firing_on, playbook, result_of, svc,
 };
 use crate::learning::LearningConfig;
 use crate::policy::{Decider, Input, PolicyConfig};
@@ -118,4 +120,143 @@ fn an_action_that_failed_after_its_anomaly_cleared_ends_the_incident() {
     );
     assert_eq!(d.value(Signature::Crashed, ActionKind::Restart), 0.0);
     assert_eq!(d.open_incidents().count(), 0);
+}
+
+/// errors_up in payments, felt by orders and gateway: the circuit of payments opened and
+/// carried out, then payments' own anomaly cleared at 1 s (it sheds every call now).
+fn payments_cleared_behind_an_open_circuit() -> (Decider, Vec<crate::policy::Decided>) {
+    let mut d = decider(PolicyConfig {
+        callers_settle_ms: 4_000,
+        recovery_settle_ms: 20_000,
+        ..config()
+    });
+    let mut out = fire(&mut d, &firing_on("payments", Signature::ErrorsUp, &[]), 0);
+    out.extend(fire(
+        &mut d,
+        &firing_on("orders", Signature::ErrorsUp, &["payments"]),
+        100,
+    ));
+    out.extend(fire(
+        &mut d,
+        &firing_on("gateway", Signature::LatencyUp, &["orders"]),
+        200,
+    ));
+    let circuit = actions(&out).pop().expect("the first step");
+    assert_eq!(
+        (circuit.service.as_str(), circuit.action),
+        ("payments", ActionKind::CircuitBreaker)
+    );
+    d.decide(
+        Input::Result(&result_of(&circuit, ActionOutcome::Succeeded)),
+        300,
+    );
+    let out = fire(&mut d, &cleared_on("payments"), 1_000);
+    assert_eq!(audits(&out), ["verification.callers"], "{out:?}");
+    (d, out)
+}
+
+fn ticks(d: &mut Decider, from: u64, to: u64) -> Vec<crate::policy::Decided> {
+    (from..=to)
+        .step_by(500)
+        .flat_map(|t| d.decide(Input::Tick, t))
+        .collect()
+}
+
+#[test]
+fn a_stopgap_counts_once_the_callers_and_the_entry_point_are_served_again() {
+    let (mut d, _) = payments_cleared_behind_an_open_circuit();
+    let waiting = ticks(&mut d, 1_000, 7_500);
+    assert!(
+        !audits(&waiting).contains(&"incident.recovered"),
+        "orders and gateway still fail: {waiting:?}"
+    );
+    assert!(
+        actions(&waiting).is_empty(),
+        "the callers wait for payments, their culprit: {waiting:?}"
+    );
+    fire(&mut d, &cleared_on("orders"), 7_600);
+    let out = ticks(&mut d, 8_000, 8_000);
+    assert!(
+        !audits(&out).contains(&"incident.recovered"),
+        "the entry point is still slow: {out:?}"
+    );
+    fire(&mut d, &cleared_on("gateway"), 8_200);
+    let out = ticks(&mut d, 8_500, 8_500);
+    assert!(audits(&out).contains(&"incident.recovered"), "{out:?}");
+    assert!(d.open_incidents().all(|i| i.service != svc("payments")));
+}
+
+#[test]
+fn a_stopgap_whose_callers_still_fail_is_undone_and_the_next_step_repairs() {
+    let (mut d, _) = payments_cleared_behind_an_open_circuit();
+    let waiting = ticks(&mut d, 1_000, 20_500);
+    assert!(actions(&waiting).is_empty(), "{waiting:?}");
+    let out = d.decide(Input::Tick, 21_000);
+    let failed = audit_text(&out, "verification.failed");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.contains("its caller") && f.contains("users are not served")),
+        "{failed:?}"
+    );
+    let acts: Vec<_> = actions(&out)
+        .iter()
+        .map(|a| {
+            (
+                a.service.to_string(),
+                a.action,
+                a.params.get("state").cloned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            (
+                "payments".to_string(),
+                ActionKind::CircuitBreaker,
+                Some("closed".to_string())
+            ),
+            ("payments".to_string(), ActionKind::Restart, None),
+        ],
+        "the circuit is closed again and payments restarted"
+    );
+}
+
+#[test]
+fn a_stopgap_with_no_caller_in_trouble_counts_after_the_callers_settle() {
+    let mut d = decider(PolicyConfig {
+        callers_settle_ms: 4_000,
+        ..config()
+    });
+    let out = fire(&mut d, &firing_on("payments", Signature::ErrorsUp, &[]), 0);
+    let circuit = actions(&out).pop().expect("the circuit");
+    d.decide(
+        Input::Result(&result_of(&circuit, ActionOutcome::Succeeded)),
+        300,
+    );
+    fire(&mut d, &cleared_on("payments"), 1_000);
+    assert!(!audits(&ticks(&mut d, 1_000, 4_500)).contains(&"incident.recovered"));
+    assert!(audits(&ticks(&mut d, 5_000, 5_000)).contains(&"incident.recovered"));
+}
+
+#[test]
+fn a_repair_counts_when_its_own_anomaly_clears_whatever_the_callers() {
+    let mut d = decider(PolicyConfig {
+        callers_settle_ms: 4_000,
+        ..config()
+    });
+    fire(
+        &mut d,
+        &firing_on("orders", Signature::ErrorsUp, &["payments"]),
+        0,
+    );
+    let out = fire(&mut d, &firing_on("payments", Signature::Crashed, &[]), 100);
+    let restart = actions(&out).pop().expect("restart");
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        600,
+    );
+    let out = fire(&mut d, &cleared_on("payments"), 1_000);
+    assert!(audits(&out).contains(&"incident.recovered"), "{out:?}");
 }

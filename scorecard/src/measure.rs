@@ -138,7 +138,8 @@ pub fn measure(run_id: &str, seen: &[Envelope], probes: &[Probe]) -> Option<Tria
         })
         .collect();
     // The run's incident, when the decider opened one: its actions are this trial's; a
-    // stopgap lifted for an earlier incident is not.
+    // stopgap lifted for an earlier incident is not, nor the undoing of the incident's own
+    // stopgap that did not help (no step of its playbook: the step after it is).
     let incident_id = seen.iter().find_map(|e| match &e.body {
         Event::Incident(i)
             if i.service == *service && (i.chaos_run.as_deref() == Some(run_id) || ours(e)) =>
@@ -154,6 +155,10 @@ pub fn measure(run_id: &str, seen: &[Envelope], probes: &[Probe]) -> Option<Tria
         })
         .collect();
     let collateral_actions = requests.len() - on_target.len();
+    let on_target: Vec<_> = on_target
+        .into_iter()
+        .filter(|(_, r)| incident_id.is_none() || r.stopgap() != Some(false))
+        .collect();
     let first_result = on_target.first().and_then(|(_, first)| {
         seen.iter().find_map(|e| match &e.body {
             Event::ActionResult(r) if r.action_id == first.action_id => Some(r.clone()),
@@ -599,6 +604,27 @@ mod tests {
         // /health never failed: healthy again when the incident recovered.
         assert_eq!(trial.healed_ms, Some(25_000));
         assert_eq!(trial.healthy_ms, None);
+    }
+
+    #[test]
+    fn the_undoing_of_a_stopgap_that_did_not_help_is_no_step() {
+        let mut undo = request(16_000, "x2", "payments", ActionKind::Throttle);
+        if let Event::ActionRequest(r) = &mut undo.body {
+            r.params.insert("rps".into(), "0".into());
+        }
+        let seen = vec![
+            injected(0),
+            firing(500),
+            request(600, "x1", "payments", ActionKind::Throttle),
+            result(700, 50, "x1", ActionOutcome::Succeeded),
+            undo,
+            request(16_000, "x3", "payments", ActionKind::Restart),
+            result(16_600, 500, "x3", ActionOutcome::Succeeded),
+            incident(20_000, IncidentState::Recovered),
+        ];
+        let trial = measure(RUN, &seen, &probes(&[(100, true), (30_000, true)])).expect("trial");
+        assert_eq!(trial.actions, vec!["throttle", "restart"]);
+        assert_eq!(trial.collateral_actions, 0);
     }
 
     #[test]

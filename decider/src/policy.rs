@@ -129,10 +129,11 @@ pub struct Decider {
     /// restart, say) is old news, not a new fault.
     /// Kept for [`SETTLED_KEEP_MS`], at most [`SETTLED_MAX`].
     settled: HashMap<String, u64>,
-    /// When each service's latest incident recovered: its callers' anomalies that fire
-    /// soon after are its echo (their detection lags), given time to clear with it. Not
-    /// persisted: after a restart of the decider a caller waits only `root_cause_wait_ms`.
-    recovered_at: HashMap<ServiceName, u64>,
+    /// When each service's latest incident recovered, and the container it was on: its
+    /// callers' anomalies that fire soon after are its echo (their detection lags), and so
+    /// are that container's own (the backlog it drains first), given time to clear with it.
+    /// Not persisted: after a restart of the decider they wait only as any anomaly does.
+    recovered_at: HashMap<ServiceName, (u64, String)>,
 }
 
 /// How long the id of an anomaly the decider is done with is remembered: well beyond a

@@ -178,14 +178,15 @@ impl Decider {
             phase: Phase::Pending { blocked: None },
             cleared: false,
             approved: None,
-            settle_until: hold_until.max(
-                if anomaly.depends_on.is_empty() || own_fault(anomaly.signature) {
-                    0
-                } else {
-                    (now_ms + self.config.root_cause_wait_ms)
-                        .max(self.echo_of_recovery_until(&service, now_ms))
-                },
-            ),
+            settle_until: hold_until.max(if own_fault(anomaly.signature) {
+                0
+            } else if anomaly.depends_on.is_empty() {
+                self.aftermath_until(anomaly, now_ms)
+            } else {
+                (now_ms + self.config.root_cause_wait_ms)
+                    .max(self.echo_of_recovery_until(&service, now_ms))
+                    .max(self.aftermath_until(anomaly, now_ms))
+            }),
             others: BTreeMap::new(),
             signals: Vec::new(),
             tried: Vec::new(),

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use immune_nats::{ServiceName, Signature};
+use immune_nats::{Anomaly, ServiceName, Signature};
 
 use super::Decider;
 
@@ -15,6 +15,10 @@ use super::Decider;
 fn can_cause_callers(signature: Signature) -> bool {
     signature != Signature::TrafficDrop
 }
+
+/// An anomaly of a container firing this soon after its incident recovered is taken for the
+/// aftermath of its fault (the learned model fires on the first windows after the recovery).
+pub(super) const AFTERMATH_MS: u64 = 5_000;
 
 /// What the users of a caller feel of a dependency's trouble: its answers fail or slow.
 fn users_feel(signature: Signature) -> bool {
@@ -65,12 +69,28 @@ impl Decider {
         let settle = self.config.recovery_settle_ms;
         self.recovered_at
             .iter()
-            .filter(|(dep, &at)| {
+            .filter(|(dep, &(at, _))| {
                 now_ms < at + settle && *dep != service && self.depends_transitively(service, dep)
             })
-            .map(|(_, &at)| at + settle)
+            .map(|(_, &(at, _))| at + settle)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Until when an anomaly of the container whose incident just recovered, firing within
+    /// [`AFTERMATH_MS`] of that, waits to clear by itself (0: it is not one): a container
+    /// back from a pause, a restart or a hang first drains what piled up meanwhile (the
+    /// queued requests arrive at once, the first answers slow), which looks like an
+    /// overload and ends in seconds; it gets as long as a repair's verification may take.
+    pub(super) fn aftermath_until(&self, anomaly: &Anomaly, now_ms: u64) -> u64 {
+        match self.recovered_at.get(&anomaly.service) {
+            Some((at, container))
+                if *container == anomaly.container_id && now_ms < at + AFTERMATH_MS =>
+            {
+                at + self.config.verify_deadline_ms
+            }
+            _ => 0,
+        }
     }
 
     /// A service that calls `service` (transitively: the entry point too) and whose users

@@ -234,7 +234,8 @@ impl Decider {
         };
         let took = now_ms.saturating_sub(open.incident.opened_ms);
         let signature = open.incident.signature;
-        self.recovered_at.insert(service.clone(), now_ms);
+        self.recovered_at
+            .insert(service.clone(), (now_ms, open.anomaly.container_id.clone()));
         // the action credited with the recovery: the last one sent, if it succeeded
         let credited = match &open.phase {
             Phase::Verifying { .. } | Phase::InFlight { .. } => {

@@ -192,3 +192,62 @@ fn a_caller_whose_dependency_just_recovered_waits_for_its_anomaly_to_clear() {
     assert_eq!(actions(&out).len(), 1, "{:?}", audits(&out));
     assert_eq!(actions(&out)[0].service, svc("orders"));
 }
+
+#[test]
+fn the_backlog_a_container_drains_after_its_repair_is_not_a_new_fault() {
+    let mut d = decider(PolicyConfig {
+        verify_deadline_ms: 15_000,
+        ..config()
+    });
+    let out = fire(&mut d, &firing_on("payments", Signature::Paused, &[]), 0);
+    let unpause = actions(&out).pop().expect("unpause");
+    assert_eq!(unpause.action, ActionKind::Unpause);
+    d.decide(
+        Input::Result(&result_of(&unpause, ActionOutcome::Succeeded)),
+        100,
+    );
+    assert!(audits(&fire(&mut d, &cleared_on("payments"), 500)).contains(&"incident.recovered"));
+    // the requests queued during the pause arrive at once: the model calls it an overload
+    let out = fire(
+        &mut d,
+        &firing_on("payments", Signature::Overload, &[]),
+        510,
+    );
+    assert!(actions(&out).is_empty(), "{out:?}");
+    let waited: Vec<_> = (1_000..=15_000)
+        .step_by(500)
+        .flat_map(|t| d.decide(Input::Tick, t))
+        .collect();
+    assert!(actions(&waited).is_empty(), "{waited:?}");
+    assert!(audit_text(&out, "action.blocked")
+        .iter()
+        .any(|b| b.contains("just recovered")));
+    let out = fire(&mut d, &cleared_on("payments"), 8_000);
+    assert!(audits(&out).contains(&"incident.recovered"), "{out:?}");
+}
+
+#[test]
+fn a_fault_after_the_aftermath_or_of_its_own_is_acted_on_at_once() {
+    let mut d = decider(config());
+    let out = fire(&mut d, &firing_on("payments", Signature::Paused, &[]), 0);
+    let unpause = actions(&out).pop().expect("unpause");
+    d.decide(
+        Input::Result(&result_of(&unpause, ActionOutcome::Succeeded)),
+        100,
+    );
+    fire(&mut d, &cleared_on("payments"), 500);
+    let out = fire(&mut d, &firing_on("payments", Signature::Crashed, &[]), 600);
+    assert_eq!(actions(&out).len(), 1, "a crash is its own: {out:?}");
+    let restart = actions(&out).pop().expect("restart");
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        700,
+    );
+    fire(&mut d, &cleared_on("payments"), 1_000);
+    let out = fire(
+        &mut d,
+        &firing_on("payments", Signature::Overload, &[]),
+        6_001,
+    );
+    assert_eq!(actions(&out).len(), 1, "5 s after the recovery: {out:?}");
+}

@@ -5,7 +5,8 @@
 //!   the last tick (a fraction carries over), never more than `max_in_flight` at once: a
 //!   request beyond that is not sent and is counted as `skipped`, so a stuck entry point
 //!   does not pile up connections in the generator.
-//! - `POST /load {"multiplier": m, "for_ms": d}` multiplies the rate for `d` ms (the chaos
+//! - `POST /load {"multiplier": m, "for_ms": d}` sends the base rate times `m` for `d` ms,
+//!   whatever the cycle's phase (the chaos
 //!   `overload` fault: a spike beyond capacity); a new spike replaces the old one, and
 //!   multiplier 1 ends it. `GET /load` reports the target rate now.
 //! - `GET /metrics`: `demo_loadgen_target_rps`, `demo_loadgen_requests_total{status}` (the

@@ -64,8 +64,10 @@ pub struct ProfileError {
     pub expected: &'static str,
 }
 
-/// A load spike asked for through the control endpoint: the rate times `multiplier` until
-/// `until` (time since the generator started).
+/// A load spike asked for through the control endpoint: the base rate times `multiplier`
+/// until `until` (time since the generator started), whatever the cycle's phase, so a spike
+/// is as large at the cycle's low as at its high (times the cycle's rate, the same spike
+/// came to a third of its size at the low and may not exceed a capacity at all).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spike {
     pub multiplier: f64,
@@ -171,10 +173,14 @@ impl Profile {
     }
 }
 
-/// The target rate `t` into the run: the profile's, times a spike while it lasts.
+/// The target rate `t` into the run: the profile's, or the base rate times a spike's
+/// multiplier while it lasts.
 pub fn target_rps(profile: &Profile, spike: Option<Spike>, t: Duration) -> f64 {
-    let multiplier = spike.filter(|s| t < s.until).map_or(1.0, |s| s.multiplier);
-    (profile.rate_at(t) * multiplier).max(0.0)
+    match spike.filter(|s| t < s.until) {
+        Some(spike) => profile.base_rps * spike.multiplier,
+        None => profile.rate_at(t),
+    }
+    .max(0.0)
 }
 
 #[cfg(test)]
@@ -255,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spike_multiplies_the_rate_until_it_ends() {
+    fn a_spike_multiplies_the_base_rate_until_it_ends() {
         let profile = flat(20.0);
         let spike = Some(Spike {
             multiplier: 10.0,
@@ -264,6 +270,32 @@ mod tests {
         assert!(close(target_rps(&profile, spike, secs(29.9)), 200.0));
         assert!(close(target_rps(&profile, spike, secs(30.0)), 20.0));
         assert!(close(target_rps(&profile, None, secs(1.0)), 20.0));
+    }
+
+    #[test]
+    fn a_spike_is_as_large_at_the_cycles_low_as_at_its_high() {
+        let profile = Profile {
+            cycle_s: 600.0,
+            cycle_amplitude: 0.5,
+            ..flat(20.0)
+        };
+        let spike = |until| {
+            Some(Spike {
+                multiplier: 12.0,
+                until,
+            })
+        };
+        // the cycle's high at 150 s (30 req/s), its low at 450 s (10 req/s)
+        assert!(close(profile.rate_at(secs(150.0)), 30.0));
+        assert!(close(profile.rate_at(secs(450.0)), 10.0));
+        assert!(close(
+            target_rps(&profile, spike(secs(200.0)), secs(150.0)),
+            240.0
+        ));
+        assert!(close(
+            target_rps(&profile, spike(secs(500.0)), secs(450.0)),
+            240.0
+        ));
     }
 
     #[test]

@@ -80,12 +80,20 @@ impl Decider {
     /// Until when an anomaly of the container whose incident just recovered, firing within
     /// [`AFTERMATH_MS`] of that, waits to clear by itself (0: it is not one): a container
     /// back from a pause, a restart or a hang first drains what piled up meanwhile (the
-    /// queued requests arrive at once, the first answers slow), which looks like an
-    /// overload and ends in seconds; it gets as long as a repair's verification may take.
+    /// queued requests arrive at once, the first answers slow), which the learned model
+    /// takes for an overload or a latency and which ends in seconds; it gets as long as a
+    /// repair's verification may take. A rule's anomaly names a state (died, paused,
+    /// failing its health check), never a backlog: a new fault, acted on as any.
     pub(super) fn aftermath_until(&self, anomaly: &Anomaly, now_ms: u64) -> u64 {
+        let backlog_like = matches!(
+            anomaly.signature,
+            Signature::Overload | Signature::LatencyUp
+        ) && !anomaly.detector.starts_with("rule:");
         match self.recovered_at.get(&anomaly.service) {
             Some((at, container))
-                if *container == anomaly.container_id && now_ms < at + AFTERMATH_MS =>
+                if backlog_like
+                    && *container == anomaly.container_id
+                    && now_ms < at + AFTERMATH_MS =>
             {
                 at + self.config.verify_deadline_ms
             }

@@ -208,11 +208,7 @@ fn the_backlog_a_container_drains_after_its_repair_is_not_a_new_fault() {
     );
     assert!(audits(&fire(&mut d, &cleared_on("payments"), 500)).contains(&"incident.recovered"));
     // the requests queued during the pause arrive at once: the model calls it an overload
-    let out = fire(
-        &mut d,
-        &firing_on("payments", Signature::Overload, &[]),
-        510,
-    );
+    let out = fire(&mut d, &learned_on("payments", Signature::Overload), 510);
     assert!(actions(&out).is_empty(), "{out:?}");
     let waited: Vec<_> = (1_000..=15_000)
         .step_by(500)
@@ -244,10 +240,36 @@ fn a_fault_after_the_aftermath_or_of_its_own_is_acted_on_at_once() {
         700,
     );
     fire(&mut d, &cleared_on("payments"), 1_000);
+    let out = fire(&mut d, &learned_on("payments", Signature::Overload), 6_001);
+    assert_eq!(actions(&out).len(), 1, "5 s after the recovery: {out:?}");
+}
+
+#[test]
+fn a_rules_anomaly_right_after_a_recovery_is_a_new_fault() {
+    let mut d = decider(PolicyConfig {
+        cooldown_ms: 0,
+        ..config()
+    });
+    let out = fire(&mut d, &firing_on("payments", Signature::Crashed, &[]), 0);
+    let restart = actions(&out).pop().expect("restart");
+    d.decide(
+        Input::Result(&result_of(&restart, ActionOutcome::Succeeded)),
+        500,
+    );
+    fire(&mut d, &cleared_on("payments"), 1_000);
+    // a hang injected at once: the health check fails 3 times
     let out = fire(
         &mut d,
-        &firing_on("payments", Signature::Overload, &[]),
-        6_001,
+        &firing_on("payments", Signature::Unresponsive, &[]),
+        3_800,
     );
-    assert_eq!(actions(&out).len(), 1, "5 s after the recovery: {out:?}");
+    assert_eq!(actions(&out).len(), 1, "{out:?}");
+}
+
+/// `signature` firing on `service` from its learned model.
+fn learned_on(service: &str, signature: Signature) -> immune_nats::Anomaly {
+    immune_nats::Anomaly {
+        detector: "pca".into(),
+        ..firing_on(service, signature, &[])
+    }
 }

@@ -33,21 +33,10 @@ struct Seen {
     /// Anomaly id → "service signature", while it fires.
     firing: BTreeMap<String, String>,
     firing_at_recovery: Option<Vec<String>>,
-    /// The last action requested on payments (with its `state`), and the one before its
-    /// incident recovered: a stopgap, or a repair.
-    last_on_payments: Option<String>,
-    credited: Option<String>,
-}
-
-/// How an action that sets a stopgap is written in [`Seen`].
-const STOPGAP: &str = " (stopgap)";
-
-fn stopgap_mark(stopgap: Option<bool>) -> &'static str {
-    if stopgap == Some(true) {
-        STOPGAP
-    } else {
-        ""
-    }
+    /// The last action requested on payments, and the one before its incident recovered,
+    /// each with whether it set a stopgap.
+    last_on_payments: Option<(String, bool)>,
+    credited: Option<(String, bool)>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -123,7 +112,7 @@ async fn errors_in_payments_are_healed_on_payments_and_its_callers_are_left_alon
                         // (the undoing of a stopgap is no step of the walk)
                         if r.service.as_str() == "payments" && r.stopgap() != Some(false) {
                             seen.last_on_payments =
-                                Some(format!("{}{}", r.action, stopgap_mark(r.stopgap())));
+                                Some((r.action.to_string(), r.stopgap() == Some(true)));
                         }
                         seen.actions
                             .push((r.service.to_string(), r.action.to_string()));
@@ -220,11 +209,7 @@ async fn errors_in_payments_are_healed_on_payments_and_its_callers_are_left_alon
     // A stopgap on payments (its circuit opened) may clear payments' own errors while
     // orders fails every call it makes: it counts only once the callers are served. (A
     // repair counts when payments' own anomaly clears; the callers' clear a second later.)
-    if seen
-        .credited
-        .as_deref()
-        .is_some_and(|a| a.ends_with(STOPGAP))
-    {
+    if seen.credited.as_ref().is_some_and(|(_, stopgap)| *stopgap) {
         assert_eq!(
             seen.firing_at_recovery,
             Some(Vec::new()),

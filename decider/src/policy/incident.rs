@@ -69,13 +69,18 @@ impl Open {
         matches!(self.phase, Phase::InFlight { .. } | Phase::Verifying { .. })
     }
 
-    /// The step last carried out is a stopgap that is still in place.
+    /// Where in `mitigations` the stopgap set by the step last carried out is, while it is
+    /// still in place.
+    pub(super) fn current_stopgap(&self) -> Option<usize> {
+        let tried = self.tried.last()?;
+        self.mitigations
+            .iter()
+            .position(|m| m.action_id == tried.action_id && is_stopgap(m))
+    }
+
+    /// The step last carried out set a stopgap that is still in place.
     pub(super) fn under_stopgap(&self) -> bool {
-        self.tried.last().is_some_and(|tried| {
-            self.mitigations
-                .iter()
-                .any(|m| m.action_id == tried.action_id && is_stopgap(m))
-        })
+        self.current_stopgap().is_some()
     }
 }
 

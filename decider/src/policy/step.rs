@@ -12,7 +12,7 @@ use immune_nats::{ActionKind, ActionRequest, ActionTried, Anomaly, IncidentState
 use super::incident::{
     emit_action_audit, emit_audit, emit_incident, emit_value, note, Open, Phase,
 };
-use super::mitigation::{is_stopgap, is_temporary, send_lift, undo, Lift};
+use super::mitigation::{is_temporary, send_lift, undo, Lift};
 use super::{Decided, Decider, Decision};
 use crate::learning::{Outcome, Values};
 use crate::playbook::{Playbook, Step};
@@ -31,14 +31,7 @@ fn undo_unhelpful_stopgap(
     now_ms: u64,
     out: &mut Vec<Decided>,
 ) {
-    let Some(tried) = open.tried.last() else {
-        return;
-    };
-    let Some(at) = open
-        .mitigations
-        .iter()
-        .position(|m| m.action_id == tried.action_id && is_stopgap(m))
-    else {
+    let Some(at) = open.current_stopgap() else {
         return;
     };
     let stopgap = open.mitigations.remove(at);
